@@ -25,3 +25,73 @@ def cache_dir(tmp_path, monkeypatch):
     d = tmp_path / "cache"
     monkeypatch.setenv("AMTUTORIAL_CACHE_DIR", str(d))
     return d
+
+
+# --- a loopback HTTP server for download tests -------------------------------------------------------------------
+import threading  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+class _FaultyHandler(BaseHTTPRequestHandler):
+    """Serves files of `server.root`. The first path segment picks the behaviour:
+    /ok/<f> the file; /drop/<f> promises the whole file, sends half, then drops the connection;
+    /trunc/<f> a well-formed response holding only the first half; /404/<f> and /500/<f> those statuses."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        _, mode, name = self.path.split("/", 2)
+        if mode in ("404", "500"):
+            self.send_error(int(mode))
+            return
+        f = self.server.root / name
+        if not f.is_file():
+            self.send_error(404)
+            return
+        body = f.read_bytes()
+        half = body[: len(body) // 2]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(half) if mode == "trunc" else len(body)))
+        self.end_headers()
+        if mode == "ok":
+            self.wfile.write(body)
+        elif mode == "trunc":
+            self.wfile.write(half)
+        elif mode == "drop":
+            self.wfile.write(half)
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    "A loopback HTTP server (127.0.0.1) serving the files put in `server.root`, with fault modes (see above)."
+    root = tmp_path / "www"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FaultyHandler)
+    server.root, server.requests = root, []
+    server.url = f"http://127.0.0.1:{server.server_port}"
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def dead_url():
+    "An http URL on 127.0.0.1 where nothing listens."
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}"
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
