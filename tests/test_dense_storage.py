@@ -64,8 +64,8 @@ def test_inverted_pattern_symmetry():
 # --- dynamics ------------------------------------------------------------------------------------------------------
 
 @settings(max_examples=15, deadline=None)
-@given(kind=st.sampled_from(sorted(MODELS)), K=st.integers(1, 12), D=st.integers(4, 40), p=st.integers(2, 6),
-       seed=st.integers(0, 2**16), frac=st.floats(0.0, 1.0))
+@given(kind=st.sampled_from(sorted(MODELS)), K=st.sampled_from([1, 4, 12]), D=st.sampled_from([5, 16, 33]),
+       p=st.sampled_from([2, 3, 5]), seed=st.integers(0, 2**16), frac=st.floats(0.0, 1.0))
 def test_energy_never_increases_and_every_flip_lowers_it(kind, K, D, p, seed, frac):
     P = random_patterns(K, D, seed)
     model = MODELS[kind](P, p)
@@ -85,8 +85,8 @@ def test_energy_never_increases_and_every_flip_lowers_it(kind, K, D, p, seed, fr
 
 
 @settings(max_examples=10, deadline=None)
-@given(kind=st.sampled_from(sorted(MODELS)), K=st.integers(1, 20), D=st.integers(8, 64), p=st.integers(2, 5),
-       seed=st.integers(0, 2**16))
+@given(kind=st.sampled_from(sorted(MODELS)), K=st.sampled_from([1, 7, 20]), D=st.sampled_from([8, 40]),
+       p=st.sampled_from([2, 3, 5]), seed=st.integers(0, 2**16))
 def test_incremental_equals_full_recompute_bit_for_bit(kind, K, D, p, seed):
     P = random_patterns(K, D, seed)
     model = MODELS[kind](P, p)
@@ -181,7 +181,8 @@ P8 = random_patterns(3, 8)
     (lambda: ClassicalHopfield(P8).energy(jnp.ones(7)), ValueError, "x has 7 bits but the memories have D = 8"),
     (lambda: ClassicalHopfield(P8).recall(jnp.ones(9), key=jax.random.key(0)), ValueError, "x has 9 bits"),
     (lambda: ClassicalHopfield(P8).recall(jnp.zeros(8), key=jax.random.key(0)), ValueError, "only -1 and +1"),
-    (lambda: ClassicalHopfield(P8).recall(jnp.ones(8), key=0), TypeError, "key must be a JAX PRNG key"),
+    # a wrong type: our TypeError, or beartype's under the tests' hook; both name the argument
+    (lambda: ClassicalHopfield(P8).recall(jnp.ones(8), key=0), TypeError, "key"),
     (lambda: ClassicalHopfield(P8).recall(jnp.ones(8), key=jax.random.key(0), max_sweeps=0), ValueError,
      "max_sweeps must be a positive integer, got 0"),
     (lambda: ClassicalHopfield(P8).recall_batch(jnp.ones((2, 5)), key=jax.random.key(0)), ValueError,
