@@ -7,7 +7,7 @@ __all__ = ['AnyArray', 'IMAGENET_MEAN', 'IMAGENET_STD', 'FASHION_MNIST_MEAN', 'F
            'EnergyTransformer', 'rand_init', 'Patcher', 'ImageETConfig', 'ImageEnergyTransformer', 'random_patch_mask',
            'save_et', 'load_et']
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #136cf88f
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #cccf80da
 #| code-fold: true
 import json
 import math
@@ -26,10 +26,10 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from .data_utils import CheckpointError, read_et_checkpoint, write_et_checkpoint
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #1606153d
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #addede2a
 AnyArray = Array | np.ndarray  # what a public method accepts: a JAX or a numpy array
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #300c73b7
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #3f5d9510
 def _positive_int(name, v):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
@@ -75,14 +75,14 @@ class ETConfig(eqx.Module):
         "A toy block for tests and illustrations."
         return cls(D=16, H=2, Y=8, M=32, exclude_self=exclude_self)
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #dd75f472
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #06a2eaf1
 class EnergyLayerNorm(eqx.Module):
     "Layer norm with a scalar scale: the gradient of a Lagrangian."
     gamma: Float[Array, ""]  # the scale, one number for all D dimensions
     delta: Float[Array, "D"]  # the bias
     eps: float = eqx.field(static=True, default=1e-5)  # keeps the square root away from zero
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #1e440ff8
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #53e81718
 @patch
 def lagrangian(self: EnergyLayerNorm,
                x: Float[Array, "D"], # one token
@@ -92,7 +92,7 @@ def lagrangian(self: EnergyLayerNorm,
     xc = x - x.mean()
     return D * self.gamma * jnp.sqrt((xc**2).mean() + self.eps) + (self.delta * x).sum()
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #19e270ed
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #32056907
 @patch
 def __call__(self: EnergyLayerNorm,
              x: Float[Array, "D"], # one token
@@ -101,7 +101,7 @@ def __call__(self: EnergyLayerNorm,
     xc = x - x.mean()
     return self.gamma * xc / jnp.sqrt((xc**2).mean() + self.eps) + self.delta
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #d02b3604
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #a2b0a1c1
 class EnergyTransformer(eqx.Module):
     "One Energy Transformer block: a layer norm and the parameters of the attention and Hopfield energies."
     lnorm: EnergyLayerNorm  # the activation g = LayerNorm(x) of each token
@@ -110,7 +110,7 @@ class EnergyTransformer(eqx.Module):
     Xi: Float[Array, "M D"]  # the Hopfield network's memories, one per row
     config: ETConfig = eqx.field(static=True)  # sizes and options
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #f2d8e0dd
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #2790c218
 _INITIALISERS = {}
 
 def rand_init(key:PRNGKeyArray, # the random key; split once, one key per random tensor
@@ -134,7 +134,7 @@ def _init_et(key, config:ETConfig) -> EnergyTransformer:
 
 _INITIALISERS[ETConfig] = _init_et
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #d8b63279
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #26885d47
 @patch
 def attn_energy(self: EnergyTransformer,
                 g: Float[Array, "N D"], # the activations of all tokens
@@ -151,7 +151,7 @@ def attn_energy(self: EnergyTransformer,
         lse = jax.nn.logsumexp(scores, axis=1)
     return -lse.sum() / beta
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #79917700
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #6e5cb77b
 @patch
 def hn_energy(self: EnergyTransformer,
               g: Float[Array, "N D"], # the activations of all tokens
@@ -159,7 +159,7 @@ def hn_energy(self: EnergyTransformer,
     "The Hopfield network energy: rectified quadratic overlaps of each token with the memories."
     return -0.5 * (jax.nn.relu(g @ self.Xi.T) ** 2).sum()
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #4eac8094
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #23131f32
 @patch
 def energy_g(self: EnergyTransformer,
              g: Float[Array, "N D"], # the activations of all tokens
@@ -188,7 +188,7 @@ def energy(self: EnergyTransformer,
     x = _check_tokens(x, self.config)
     return self.energy_g(jax.vmap(self.lnorm)(x))
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #00f61a62
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #7102765c
 @patch
 def fused_weights(self: EnergyTransformer) -> Float[Array, "D F"]: # [W^K | W^Q | Xi^T], F = 2HY + M
     "The key, query and memory weights side by side, so one matrix product computes all three."
@@ -223,7 +223,7 @@ def energy_and_update(self: EnergyTransformer,
                         axis=1)
     return E, V @ W.T
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #aa93aa01
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #5c8583d4
 def _check_descent_args(nsteps, alpha):
     "Validate the number of steps and the step size of a descent."
     if isinstance(nsteps, bool) or not isinstance(nsteps, (int, np.integer)):
@@ -271,7 +271,7 @@ def descend(self: EnergyTransformer,
     out = _descend_core(self, x, jnp.asarray(alpha, x.dtype), nsteps, return_states)
     return (out[0], _check_finite_energies(out[1], nsteps, alpha), *out[2:])
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #a3dce238
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #d2ba3eaa
 class Patcher(eqx.Module):
     "Cut (h, w, c) images into flattened square patches, and put them back."
     image_shape: tuple[int, int, int]  # (height, width, channels) of the images
@@ -296,7 +296,7 @@ class Patcher(eqx.Module):
     @property
     def patch_dim(self) -> int: return self.image_shape[2] * self.patch_size**2
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #04f54ee9
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #523517c4
 def _check_image(image, shape, name="image"):
     "Validate one (h, w, c) image before anything is traced; return it as a jax array."
     if not isinstance(image, (jax.Array, np.ndarray)):
@@ -330,7 +330,7 @@ def unpatchify(self: Patcher,
     return rearrange(patches, "(kh kw) (c ph pw) -> (kh ph) (kw pw) c", kh=kh, kw=kw, ph=self.patch_size,
                      pw=self.patch_size)
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #fed111ea
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #d2cb0855
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
@@ -389,7 +389,7 @@ class ImageETConfig(eqx.Module):
         return cls(tuple(d["image_shape"]), d["patch_size"], ETConfig(**et), tuple(map(float, d["pixel_mean"])),
                    tuple(map(float, d["pixel_std"])))
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #37070286
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #44cc2eb7
 class ImageEnergyTransformer(eqx.Module):
     "An Energy Transformer on images: a linear patch encoder and decoder around one ET block."
     et: EnergyTransformer  # the block whose energy is descended
@@ -414,7 +414,7 @@ def _init_image_et(key, config:ImageETConfig) -> ImageEnergyTransformer:
 
 _INITIALISERS[ImageETConfig] = _init_image_et
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #46164414
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #23f4c1dd
 def _check_mask(mask, n_patches:int, name="mask"):
     "Validate a boolean mask over the patches before anything is traced; return it as a jax array."
     if not isinstance(mask, (jax.Array, np.ndarray)):
@@ -455,7 +455,7 @@ def decode(self: ImageEnergyTransformer,
     g = jax.vmap(self.et.lnorm)(x[1:])
     return self.config.patcher.unpatchify(g @ self.Wdec + self.Bdec[None, :])
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #0cb0ccce
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #46bf6949
 @patch
 def energy(self: ImageEnergyTransformer,
            x: Float[AnyArray, "N D"], # a token state
@@ -474,7 +474,7 @@ def descend(self: ImageEnergyTransformer,
     "Descend the energy from `x`: the final state, the `nsteps + 1` energies (and every state)."
     return self.et.descend(x, nsteps, alpha, return_states=return_states)
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #ca1fdef1
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #2bc50017
 @eqx.filter_jit
 def _inpaint_core(model, image, mask, alpha, nsteps:int, keep_visible:bool):
     x_final, energies = _descend_core(model.et, model._encode(image, mask), alpha, nsteps, False)
@@ -527,7 +527,7 @@ def random_patch_mask(n_patches:int, # K, the number of patches
         raise ValueError(f"n_hidden must be an integer in [0, {n_patches}], got {n_hidden!r}")
     return jr.permutation(key, n_patches) < n_hidden
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #412105f2
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #19986b2b
 def _stored_arrays(model:ImageEnergyTransformer) -> dict:
     "The model's tensors under the checkpoint's names, in its layouts."
     et = model.et
