@@ -1,0 +1,184 @@
+"""amtutorial.training: the training smoke test, data-parallel sharding = single device, resume, the shipped model
+on held-out data it never saw, the baselines and metrics, and bad inputs."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+from amtutorial.data_utils import ASSETS, FASHION_MNIST_SYSTEM_DIRS, load_fashion_mnist, load_fashion_mnist_sample
+from amtutorial.energy_transformer import ETConfig, ImageETConfig, rand_init
+from amtutorial.training import (PRETRAINED, TrainConfig, biharmonic_fill, eval_masks, get_pretrained_et,
+                                 make_optimizer, masked_psnr, masked_ssim, mean_fill, nearest_neighbour_fill,
+                                 pixel_mask, random_masks, reconstruct, shard_batch, data_parallel, train,
+                                 train_step, training_record)
+
+SMALL = ImageETConfig((28, 28, 1), 4, ETConfig(D=32, H=2, Y=8, M=64), (0.286,), (0.353,))
+SHIPPED = ASSETS / PRETRAINED["fashion_mnist"]
+
+
+def small_images(n=400):
+    return load_fashion_mnist_sample()[0][:n]
+
+
+def test_training_smoke_loss_falls(tmp_path):
+    cfg = TrainConfig(steps=40, batch_size=16, warmup=5, nsteps=4, n_val=64, eval_every=20, lr=3e-3)
+    _, meta = train(cfg, SMALL, tmp_path / "m.npz", images=small_images(), progress=False)
+    h = meta["history"]
+    assert meta["step"] == 40 and h["step"] == [20, 40]
+    assert h["loss"][-1] < 0.8 * h["loss"][0], h
+    assert h["val_psnr"][-1] > h["val_psnr"][0], h
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "m.state.npz"]
+
+
+def test_training_is_deterministic_and_resumes_exactly(tmp_path):
+    cfg = TrainConfig(steps=6, batch_size=8, warmup=2, nsteps=2, n_val=16, eval_every=3)
+    a, _ = train(cfg, SMALL, tmp_path / "a.npz", images=small_images(64), progress=False)
+    b, _ = train(cfg, SMALL, tmp_path / "b.npz", images=small_images(64), progress=False, stop_after=4)
+    b, meta = train(cfg, SMALL, tmp_path / "b.npz", images=small_images(64), progress=False)
+    assert meta["step"] == 6
+    for x, y in zip(jax.tree.leaves(eqx.filter(a, eqx.is_array)), jax.tree.leaves(eqx.filter(b, eqx.is_array))):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
+SHARDING_SCRIPT = textwrap.dedent("""
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax, jax.numpy as jnp, jax.random as jr, equinox as eqx, numpy as np
+    from amtutorial.energy_transformer import ETConfig, ImageETConfig, rand_init
+    from amtutorial.training import (TrainConfig, make_optimizer, random_masks, train_step, data_parallel,
+                                     shard_batch, replicate)
+    assert jax.device_count() == 4, jax.devices()
+    conf = ImageETConfig((28, 28, 1), 4, ETConfig(D=32, H=2, Y=8, M=64), (0.286,), (0.353,))
+    cfg = TrainConfig(batch_size=8, nsteps=3)
+    model = rand_init(jr.key(0), conf)
+    opt = make_optimizer(cfg)
+    state = opt.init(eqx.filter(model, eqx.is_array))
+    x = jr.normal(jr.key(1), (8, 28, 28, 1)); m = random_masks(jr.key(2), 8, conf, cfg)
+    one, _, loss1 = train_step(jax.device_put(model, jax.devices()[0]), state, x, m, cfg, opt)
+    ds, rs = data_parallel()
+    xs = shard_batch(x, ds)
+    assert len(xs.sharding.device_set) == 4 and xs.addressable_shards[0].data.shape == (2, 28, 28, 1)
+    four, _, loss4 = train_step(replicate(model, rs), replicate(state, rs), xs, shard_batch(m, ds), cfg, opt)
+    assert len(jax.tree.leaves(four)[0].sharding.device_set) == 4
+    d = max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(jax.tree.leaves(eqx.filter(one, eqx.is_array)),
+                                                       jax.tree.leaves(eqx.filter(four, eqx.is_array))))
+    print("LOSS", float(loss1), float(loss4), "MAXDIFF", d)
+    assert abs(float(loss1) - float(loss4)) <= 1e-5 * abs(float(loss1)), (loss1, loss4)
+    assert d < 1e-5, d
+""")
+
+
+def test_sharded_step_equals_single_device():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    r = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr[-4000:]
+    assert "LOSS" in r.stdout
+
+
+def test_shard_batch_rejects_indivisible_batch():
+    ds, _ = data_parallel(jax.devices()[:1] * 1)
+    assert shard_batch(jnp.zeros((3, 2)), ds).shape == (3, 2)
+
+
+# --- metrics and baselines ------------------------------------------------------------------------------------
+def test_metrics_and_baselines_on_known_cases():
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 28, 28)).astype(np.float32)
+    m = np.asarray(random_masks(jr.key(0), 4, SMALL, TrainConfig()))
+    h = np.asarray(pixel_mask(jnp.asarray(m), SMALL))
+    assert h.sum((1, 2)).tolist() == [24 * 16] * 4
+    np.testing.assert_allclose(masked_psnr(np.where(h, x + 0.1, x), x, h), 20.0, rtol=1e-5)
+    np.testing.assert_allclose(masked_ssim(x, x, h), 1.0)
+    mf = mean_fill(x, h)
+    np.testing.assert_allclose(mf[~h], x[~h])
+    np.testing.assert_allclose(mf[0][h[0]], x[0][~h[0]].mean(), rtol=1e-5)
+    # the nearest stored picture on the visible pixels is the picture itself when it is stored
+    nn = nearest_neighbour_fill(x, h, np.concatenate([rng.random((50, 28, 28)), x]).astype(np.float32))
+    np.testing.assert_allclose(nn, x, atol=1e-6)
+    bh = biharmonic_fill(x[:1], h[:1])
+    assert bh.shape == (1, 28, 28) and np.allclose(bh[~h[:1]], x[:1][~h[:1]])
+
+
+@pytest.mark.parametrize("call, err, message", [
+    (lambda: TrainConfig(steps=0), ValueError, "steps must be a positive integer"),
+    (lambda: TrainConfig(batch_size=-3), ValueError, "batch_size must be a positive integer"),
+    (lambda: TrainConfig(mask_frac=1.0), ValueError, "mask_frac must be in \\(0, 1\\)"),
+    (lambda: TrainConfig(lr=0.0), ValueError, "lr must be > 0"),
+    (lambda: TrainConfig(alpha=-0.1), ValueError, "alpha must be > 0"),
+    (lambda: TrainConfig(clip=0.0), ValueError, "clip must be > 0"),
+    (lambda: TrainConfig(visible_weight=-1.0), ValueError, "visible_weight must be >= 0"),
+    (lambda: get_pretrained_et("imagenet"), ValueError, "no pretrained model 'imagenet'; available"),
+    (lambda: masked_psnr(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)), np.zeros((2, 4, 4), bool)), ValueError,
+     "at least one hidden pixel"),
+    (lambda: mean_fill(np.zeros((2, 4, 4)), np.zeros((3, 4, 4), bool)), ValueError, "same shape"),
+    (lambda: nearest_neighbour_fill(np.zeros((2, 4, 4)), np.ones((2, 4, 4), bool), np.zeros((5, 4, 5))), ValueError,
+     "memory pictures are"),
+])
+def test_bad_inputs(call, err, message):
+    with pytest.raises(err, match=message):
+        call()
+
+
+def test_train_rejects_bad_images_and_changed_recipe(tmp_path):
+    cfg = TrainConfig(steps=2, batch_size=8, warmup=1, nsteps=1, n_val=16, eval_every=2)
+    with pytest.raises(ValueError, match="images must be uint8 of shape \\(n, 28, 28\\)"):
+        train(cfg, SMALL, tmp_path / "m.npz", images=small_images(64).astype(np.float32), progress=False)
+    with pytest.raises(ValueError, match="too few"):
+        train(cfg, SMALL, tmp_path / "m.npz", images=small_images(20), progress=False)
+    train(cfg, SMALL, tmp_path / "m.npz", images=small_images(64), progress=False)
+    with pytest.raises(ValueError, match="was trained with"):
+        train(TrainConfig(steps=2, batch_size=8, warmup=1, nsteps=1, n_val=16, eval_every=2, lr=1.0), SMALL,
+              tmp_path / "m.npz", images=small_images(64), progress=False)
+
+
+def test_interrupted_training_keeps_a_checkpoint(tmp_path, monkeypatch):
+    import amtutorial.training as tr
+    cfg = TrainConfig(steps=10, batch_size=8, warmup=1, nsteps=1, n_val=16, eval_every=100)
+    real, calls = tr.train_step, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 4: raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(tr, "train_step", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, SMALL, tmp_path / "m.npz", images=small_images(64), progress=False)
+    meta = json.loads(str(np.load(tmp_path / "m.state.npz")["meta"]))
+    assert meta["step"] == 3  # the three finished steps were saved
+
+
+# --- the shipped model, on pictures and masks the project never used ------------------------------------------
+needs_shipped = pytest.mark.skipif(not SHIPPED.exists(), reason="the shipped checkpoint has not been trained yet")
+needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_SYSTEM_DIRS[0].is_dir(), reason="no local Fashion-MNIST")
+
+
+@needs_shipped
+def test_shipped_checkpoint_loads_and_is_small():
+    model = get_pretrained_et()
+    assert model.config == ImageETConfig.fashion_mnist()
+    assert SHIPPED.stat().st_size < 8e6
+    rec = training_record()
+    assert rec["step"] == rec["train_config"]["steps"] and rec["wall_seconds"] > 0
+
+
+@needs_shipped
+@needs_fmnist
+def test_shipped_model_beats_baselines_on_unseen_data():
+    model = get_pretrained_et()
+    x = load_fashion_mnist("test")[0][5000:6000].astype(np.float32) / 255  # not the pictures of the notebook
+    m = eval_masks(len(x), model.config, seed=987654321)  # nor its masks
+    h = np.asarray(pixel_mask(jnp.asarray(m), model.config))
+    et = masked_psnr(reconstruct(model, x, m), x, h).mean()
+    mf = masked_psnr(mean_fill(x, h), x, h).mean()
+    bh = masked_psnr(biharmonic_fill(x, h), x, h).mean()
+    print(f"held-out: ET {et:.2f} dB, biharmonic {bh:.2f} dB, mean fill {mf:.2f} dB")
+    assert et > bh > mf
