@@ -670,6 +670,8 @@ def retrieval_frame(masked: Float[np.ndarray, "n h w 3"], # the inputs, hidden p
     plot_energy(E - E[:1], ax=ax_E, upto=t, ylabel="energy - energy at step 0")
     return fig
 
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #3248077b
+#| code-fold: true
 def _check_batch(model, images, masks):
     "Validate a batch of normalised images and masks for `model` before anything is traced."
     if not (hasattr(model, "inpaint_trajectory") and hasattr(model, "config")):
@@ -710,6 +712,7 @@ def _model_key(model) -> str:
     "A content key of a model: its arrays and its configuration."
     return content_key(*jax.tree.leaves(eqx.filter(model, eqx.is_array)), config=model.config.to_dict())
 
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #c949a72c
 def retrieval_video(name:str, # short name of the video (its file names)
                     model, # an `ImageEnergyTransformer`
                     images: Float[AnyArray, "n h w c"], # normalised images, as `inpaint` takes them
@@ -737,7 +740,7 @@ def retrieval_video(name:str, # short name of the video (its file names)
     return _retrieval_video(name, key, compute, nsteps + 1, int(hold), fps, ncols, size, dpi, gif, gif_scale,
                             progress)
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #ee83a2aa
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #9cb16193
 @patch
 def memory_patches(self: ImageEnergyTransformer) -> Float[Array, "M p p c"]: # one decoded patch per memory
     "Each memory as an image patch: the decoding of the activation on the layer norm's shell that it overlaps most."
@@ -745,7 +748,7 @@ def memory_patches(self: ImageEnergyTransformer) -> Float[Array, "M p p c"]: # o
     p, c = self.config.patch_size, self.config.image_shape[2]
     return rearrange(g @ self.Wdec + self.Bdec[None, :], "m (c ph pw) -> m ph pw c", c=c, ph=p, pw=p)
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #27db2753
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #5103865e
 @patch
 def attention_weights(self: EnergyTransformer,
                       g: Float[Array, "N D"], # the activations of all tokens
@@ -758,13 +761,13 @@ def attention_weights(self: EnergyTransformer,
     if c.exclude_self: scores = jnp.where(jnp.eye(g.shape[0], dtype=bool)[None, :, :], -jnp.inf, scores)
     return jax.nn.softmax(scores, axis=-1)
 
-# %% ../nbs/tutorial/01_energy_transformer.ipynb #4fd8bc6e
+# %% ../nbs/tutorial/01_energy_transformer.ipynb #debea97c
 @dataclass(frozen=True)
 class PaperDemo:
     "What `paper_demo` computed: inputs, reconstructions, energies and the video."
     pixels: Float[np.ndarray, "n h w c"]  # the pictures, pixels in [0, 1]
     masks: Bool[np.ndarray, "n K"]  # True for each hidden patch
-    masked: Float[np.ndarray, "n h w 3"]  # the pictures as the model is shown them (hidden patches grey)
+    masked: Float[np.ndarray, "n h w 3"]  # the pictures as the model is shown them (hidden patches painted)
     recon: Float[np.ndarray, "n h w c"]  # the reconstructions after the last step (visible patches pasted back)
     energies: Float[np.ndarray, "T n"]  # the energy of each retrieval before every step and after the last
     video: VideoFiles|None  # the retrieval video, if one was made
