@@ -1,6 +1,7 @@
 """Colab notebooks: colab/ is what tools/export_colab generates, and one exported notebook runs top to bottom in a
 fresh kernel against the locally built wheel (in a new virtual environment, not this checkout's package)."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -48,7 +49,7 @@ def test_colab_notebook_runs_against_wheel(tmp_path):
         import amtutorial
         print('AMTUTORIAL_FROM', amtutorial.__file__)
     """)
-    env = dict(**__import__("os").environ, AMTUTORIAL_CACHE_DIR=str(tmp_path / "cache"), MPLBACKEND="Agg")
+    env = {**os.environ, "AMTUTORIAL_CACHE_DIR": str(tmp_path / "cache"), "MPLBACKEND": "Agg"}
     env.pop("PYTHONPATH", None)
     r = subprocess.run([str(py), "-c", script], cwd=work, capture_output=True, text=True, timeout=1200, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
