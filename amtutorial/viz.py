@@ -192,7 +192,9 @@ def write_video(
                                                      pix_fmt_out="yuv420p", macro_block_size=2,
                                                      output_params=["-movflags", "+faststart"],
                                                      ffmpeg_log_level="error")
-                writer.send(None)  # start ffmpeg
+                with warnings.catch_warnings():  # JAX warns about any fork; starting ffmpeg is harmless
+                    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+                    writer.send(None)  # start ffmpeg
             elif rgb.shape[:2] != size:
                 raise ValueError(f"frame {i} is {rgb.shape[1]}x{rgb.shape[0]} pixels but frame 0 was "
                                  f"{size[1]}x{size[0]}: every frame_fn figure must have the same size and dpi")
