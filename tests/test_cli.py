@@ -50,3 +50,21 @@ def test_fetch_from_loopback(cache_dir, http_server, capsys):
     assert main(["fetch", "et-imgs", "--et-data-url", f"{http_server.url}/ok", "-q"]) == 0
     assert "✓ et-imgs: 11 images of 224×224" in capsys.readouterr().out
     assert len(list((cache_dir / "et-figs").glob("*.png"))) == 11
+
+
+def test_inpaint_demo(cache_dir, tmp_path, capsys):
+    from amtutorial.viz import read_video
+    out = tmp_path / "retrieval.mp4"
+    assert main(["inpaint", "--demo", "--out", str(out), "-q"]) == 0
+    frames = read_video(out)
+    assert frames.shape[0] == 13 and frames.shape[-1] == 3  # the masked input and each of 12 steps
+    assert not np.array_equal(frames[0], frames[-1])
+    assert out.with_suffix(".gif").stat().st_size > 0
+    msg = capsys.readouterr().out
+    psnr = float(msg.split("masked PSNR ")[1].split(" dB")[0])
+    assert psnr > 14.4, msg  # above what biharmonic inpainting reaches on such masks
+
+
+def test_inpaint_needs_demo(capsys):
+    assert main(["inpaint"]) == 2
+    assert "only --demo is available" in capsys.readouterr().err
