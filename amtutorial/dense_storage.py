@@ -185,11 +185,17 @@ def _check_state(x, D:int, name:str="x", batched:bool=False):
 class AssociativeMemory(eqx.Module):
     "K binary memories and an energy on binary states that is a function of the overlaps with them."
     Xi:Float[Array, "K D"] # The memories ξ^μ, one per row, entries ±1
+    XiT:Float[Array, "D K"] # The same memories bit-major: row i holds bit i of every memory
 
     def __init__(self,
                  patterns:Real[np.ndarray, "K D"]|Real[Array, "K D"], # The memories, entries ±1
                 ):
         self.Xi = jnp.asarray(check_patterns(patterns))
+        self.XiT = self.Xi.T   # stored once: recall reads one row of it per visited bit
+
+    def __check_init__(self):
+        if self.XiT.shape != self.Xi.shape[::-1]:
+            raise ValueError(f"XiT must be Xi transposed, got shapes {self.Xi.shape} and {self.XiT.shape}")
 
 # %% ../nbs/tutorial/00_dense_storage.ipynb #2216d55a
 @patch(as_prop=True)
@@ -245,36 +251,39 @@ class Recall(eqx.Module):
     sweeps:Int[Array, ""] # Sweeps done (the last one changed nothing if converged)
     converged:Bool[Array, ""] # True if the last sweep flipped no bit: x is a fixed point
 
-def _flip_step(model:AssociativeMemory, XiT:Float[Array, "D K"], incremental:bool, carry:tuple,
-               i:Int[Array, ""]) -> tuple:
-    "Try to flip bit i: keep the flip if it lowers the energy. O(K) incremental, O(K·D) full."
-    x, m, E = carry
-    xi = jax.lax.dynamic_index_in_dim(x, i, keepdims=False)
-    if incremental: m_new = m - (2*xi)*jax.lax.dynamic_index_in_dim(XiT, i, keepdims=False)
-    else: m_new = model.Xi @ x.at[i].set(-xi)
-    E_new = model.energy_from_overlaps(m_new, near=E)
-    flip = E_new < E
-    x = x.at[i].set(jnp.where(flip, -xi, xi))
-    m = jnp.where(flip, m_new, m)
-    E = jnp.where(flip, E_new, E)
-    return (x, m, E), (E, flip)
+def _visit_order(key:PRNGKeyArray, D:int) -> Int[Array, "D"]:
+    "The order in which every sweep of a recall visits the bits: a random permutation drawn from `key`."
+    return jnp.argsort(jax.random.bits(key, (D,)))   # one sort (jax.random.permutation does two)
 
-def _sweep_order(key:PRNGKeyArray, s, D:int) -> Int[Array, "D"]:
-    "The order in which sweep `s` visits the bits: a fresh random permutation per sweep."
-    return jax.random.permutation(jax.random.fold_in(key, s), D)
+def _sweep(model:AssociativeMemory, incremental:bool, order:Int[Array, "D"], x:Float[Array, "D"],
+           m:Float[Array, "K"], E:Float[Array, ""]) -> tuple:
+    "Visit the bits in `order`, flipping each one if that lowers the energy: x, m, E after the sweep, and per step (E, flipped)."
+    def step(carry, visit):
+        m, E, x = carry
+        i, xi = visit                                       # a bit is visited once per sweep: x_i is still xi
+        if incremental: m_new = m - (2*xi)*model.XiT[i]     # @eq-incremental: O(K)
+        else: m_new = model.Xi @ x.at[i].set(-xi)           # every overlap from scratch: O(K·D)
+        E_new = model.energy_from_overlaps(m_new, near=E)
+        flip = E_new < E
+        if not incremental: x = x.at[i].set(jnp.where(flip, -xi, xi))
+        E = jnp.where(flip, E_new, E)
+        return (jnp.where(flip, m_new, m), E, x), (jnp.where(flip, -xi, xi), E)
+    # two steps per loop iteration halve the loop's overhead, which is most of an O(K) step's cost on a CPU (more
+    # than two let XLA fuse the energies differently from the full recompute, which then differs in the last bit)
+    (m, E, _), (bits, Es) = jax.lax.scan(step, (m, E, None if incremental else x), (order, x[order]),
+                                         unroll=2 if incremental else 1)
+    return x.at[order].set(bits), m, E, (Es, bits != x[order])
 
 @eqx.filter_jit
 def _recall_async(model:AssociativeMemory, x:Float[Array, "D"], key:PRNGKeyArray, max_sweeps:int,
                   incremental:bool=True) -> Recall:
-    D = x.shape[0]
-    XiT = model.Xi.T
+    order = _visit_order(key, x.shape[0])
     m = model.overlaps(x)
     E = model.energy_from_overlaps(m)
     def sweep(c):
         x, m, E, s, _ = c
-        step = lambda carry, i: (_flip_step(model, XiT, incremental, carry, i)[0], None)
-        (x2, m2, E2), _ = jax.lax.scan(step, (x, m, E), _sweep_order(key, s, D))
-        return x2, m2, E2, s + 1, jnp.any(x2 != x)
+        x2, m, E, _ = _sweep(model, incremental, order, x, m, E)
+        return x2, m, E, s + 1, jnp.any(x2 != x)
     x, m, E, s, changed = jax.lax.while_loop(lambda c: (c[3] < max_sweeps) & c[4], sweep,
                                              (x, m, E, jnp.int32(0), jnp.bool_(True)))
     return Recall(x, E, s, ~changed)
@@ -338,17 +347,21 @@ class Trajectory(eqx.Module):
 @eqx.filter_jit
 def _trajectory_async(model, x, key, sweeps:int, every:int, incremental:bool=True) -> Trajectory:
     D = x.shape[0]
-    XiT = model.Xi.T
+    order = _visit_order(key, D)
     m = model.overlaps(x)
     E0 = model.energy_from_overlaps(m)
-    order = jnp.concatenate([_sweep_order(key, s, D) for s in range(sweeps)])
-    def chunk(carry, idx):
-        carry, (Es, flips) = jax.lax.scan(partial(_flip_step, model, XiT, incremental), carry, idx)
-        return carry, (carry[0], Es, flips)
-    _, (xs, Es, flips) = jax.lax.scan(chunk, (x, m, E0), rearrange(order, "(c e) -> c e", e=every))
-    return Trajectory(states=jnp.concatenate([x[None], xs]),
-                      energies=jnp.concatenate([E0[None], rearrange(Es, "c e -> (c e)")]),
-                      flips=rearrange(flips, "c e -> (c e)"), every=every)
+    def one_sweep(carry, _):
+        x, m, E, per_step = _sweep(model, incremental, order, *carry)
+        return (x, m, E), per_step
+    _, (Es, flips) = jax.lax.scan(one_sweep, (x, m, E0), length=sweeps)
+    Es, flips = rearrange(Es, "s d -> (s d)"), rearrange(flips, "s d -> (s d)")
+    # step t visits bit order[t mod D]; a saved state is x with every bit flipped an odd number of times so far negated
+    saved = jnp.arange(sweeps*D) // every
+    n_flips = jax.ops.segment_sum(flips.astype(jnp.int32), saved*D + jnp.tile(order, sweeps),
+                                  num_segments=len(flips)//every*D)
+    odd = jnp.cumsum(rearrange(n_flips, "(c d) -> c d", d=D), axis=0) % 2
+    return Trajectory(states=jnp.concatenate([x[None], x[None]*(1 - 2*odd)]),
+                      energies=jnp.concatenate([E0[None], Es]), flips=flips, every=every)
 
 @patch
 def recall_trajectory(self:AssociativeMemory,
@@ -377,7 +390,8 @@ class PolynomialAM(AssociativeMemory):
                 ):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
             raise ValueError(f"n must be an integer >= 2, got {n!r}")
-        self.Xi, self.n = jnp.asarray(check_patterns(patterns)), int(n)
+        super().__init__(patterns)
+        self.n = int(n)
 
 @patch
 def energy_from_overlaps(self:PolynomialAM, m:Float[Array, "K"], near:Float[Array, ""]|None=None
@@ -401,26 +415,25 @@ class ExponentialAM(AssociativeMemory):
             if b.shape != () or b.dtype.kind not in "biuf" or not np.isfinite(b) or b <= 0:
                 raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
             self.beta = jnp.asarray(b, jnp.float32)
-        self.Xi = jnp.asarray(check_patterns(patterns))
+        super().__init__(patterns)
 
 @patch
 def energy_from_overlaps(self:ExponentialAM, m:Float[Array, "K"], near:Float[Array, ""]|None=None
                         )->Float[Array, ""]:
     "E = -(D/β) log Σ_μ exp(β m_μ/D); shifted by the energy `near` when given, else by the largest term."
     D = self.Xi.shape[1]
-    z = self.beta*(m/D)
-    c = jnp.max(z) if near is None else -self.beta*near/D
-    return -(D/self.beta)*(c + jnp.log(jnp.sum(jnp.exp(z - c))))
+    if near is None: c = self.beta/D*jnp.max(m); t = jnp.exp(self.beta/D*m - c)
+    else: c = -self.beta/D*near; t = jnp.exp(self.beta/D*(m + near))   # exp(βm/D - c) with c = -βE/D
+    return -(D/self.beta)*(c + jnp.log(jnp.sum(t)))
 
 # %% ../nbs/tutorial/00_dense_storage.ipynb #73f2a2f9
 @eqx.filter_jit
 def _recall_sync(model:AssociativeMemory, x:Float[Array, "D"], max_steps:int) -> Recall:
-    XiT = model.Xi.T
     def step(c):
         x, s, _ = c
         m = model.overlaps(x)
         E = model.energy_from_overlaps(m)
-        M = m[None, :] - 2*x[:, None]*XiT     # row i: the overlaps after flipping bit i alone
+        M = m[None, :] - 2*x[:, None]*model.XiT    # row i: the overlaps after flipping bit i alone
         E_flip = jax.vmap(lambda mi: model.energy_from_overlaps(mi, near=E))(M)
         x2 = jnp.where(E_flip < E, -x, x)     # every bit that would lower the energy flips at once
         return x2, s + 1, jnp.any(x2 != x)

@@ -1,9 +1,12 @@
-"""Asynchronous recall: incremental overlaps (O(K) per bit update) against recomputing the energy (O(K·D)).
+"""Asynchronous recall: incremental overlaps (O(K) per bit update) against recomputing them (O(K·D)).
 
-Both variants run the same jitted loop (`AssociativeMemory.recall`: a `lax.while_loop` over sweeps, each a
-`lax.scan` over the bits) and visit the bits in the same order; the only difference is how the overlaps after a
-candidate flip are obtained. Timings are taken after a warm-up call, with `block_until_ready`, as the best of
-several interleaved repeats (the machines are shared and noisy), and the ratio is of times measured in this run.
+Both variants run the same jitted recall (`AssociativeMemory.recall`: a `lax.while_loop` over sweeps, each a
+`lax.scan` over the bits in one random order) and make the same decisions; the only difference is how the
+overlaps after a candidate flip are obtained: one row of the bit-major memories added to the kept overlaps, or a
+K x D matrix-vector product with the candidate state. Each loop runs with the unrolling that suits it (two steps
+per iteration for the O(K) update, one for the matrix-vector product, which is slower unrolled). Timings are taken
+after a warm-up call, with `block_until_ready`, as the best of several interleaved repeats (the machines are shared
+and noisy), and the ratio is of times measured in this run.
 
     python bench/dense_recall.py            # K = 1024 glyph memories, D = 48*48 = 2304
 """

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amtutorial.dense_storage import (AssociativeMemory, ClassicalHopfield, ExponentialAM, PolynomialAM, check_patterns,
+from amtutorial.dense_storage import (_visit_order, AssociativeMemory, ClassicalHopfield, ExponentialAM, PolynomialAM, check_patterns,
                                       corrupt, glyph_patterns, hebbian_weights, render_glyph, retrieval_curve)
 
 
@@ -99,6 +99,30 @@ def test_incremental_equals_full_recompute_bit_for_bit(kind, K, D, p, seed):
     assert np.array_equal(np.asarray(a.flips), np.asarray(b.flips))
     r1, r2 = model.recall(x0, key=key), model.recall(x0, key=key, incremental=False)
     assert np.array_equal(np.asarray(r1.x), np.asarray(r2.x)) and float(r1.energy) == float(r2.energy)
+
+
+def test_bit_major_copy_is_the_transpose():
+    P = random_patterns(6, 21)
+    for model in [ClassicalHopfield(P), PolynomialAM(P, 4), ExponentialAM(P, 3.0)]:
+        assert np.array_equal(np.asarray(model.XiT), P.T) and np.array_equal(np.asarray(model.Xi), P)
+    with pytest.raises(ValueError, match="XiT must be Xi transposed"):
+        class Broken(AssociativeMemory):
+            def __init__(self, p): super().__init__(p); self.XiT = self.Xi
+        Broken(P)
+
+
+def test_trajectory_states_match_a_step_by_step_replay():
+    P = random_patterns(5, 24)
+    model = PolynomialAM(P, 3)
+    key = jax.random.key(4)
+    x0 = corrupt(jnp.asarray(P[1]), 0.4, key=key)
+    tr = model.recall_trajectory(x0, key=key, sweeps=3, every=8)
+    order = np.asarray(_visit_order(key, 24))
+    x, states = np.asarray(x0).copy(), [np.asarray(x0).copy()]
+    for t, flipped in enumerate(np.asarray(tr.flips)):   # replay the recorded flips in the visiting order
+        if flipped: x[order[t % 24]] *= -1
+        if (t + 1) % 8 == 0: states.append(x.copy())
+    assert np.array_equal(np.asarray(tr.states), np.stack(states))
 
 
 def test_recall_and_trajectory_agree_and_converge_to_a_fixed_point():
