@@ -292,15 +292,17 @@ def validate_et_arrays(
 # %% ../nbs/lib/00_data_utils.ipynb #422e91f7
 def atomic_savez(
     path:str|os.PathLike, # the `.npz` file to write
+    *,
+    compressed:bool=False, # deflate the arrays, as `np.savez_compressed` does
     **arrays, # name → array, as for `np.savez`
 )->Path: # the path written
-    "`np.savez` written atomically: temporary file in the same folder, flushed, then renamed over `path`."
+    "`np.savez` (or `np.savez_compressed`) written atomically: temporary file in the same folder, flushed, then renamed over `path`."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
             f.flush(); os.fsync(f.fileno())
         umask = os.umask(0); os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import math
-import os
 from functools import partial
 from pathlib import Path
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from fastcore.basics import patch
 from jaxtyping import Array, Bool, Float, Int, Int8, PRNGKeyArray, Real
 from tqdm.auto import tqdm
 
-from .data_utils import get_cache_dir
+from .data_utils import atomic_savez, get_cache_dir
 from .viz import content_key
 
 # %% auto #0
@@ -134,9 +133,7 @@ def glyph_patterns(
     X = np.where(np.stack(images), 1, -1).astype(np.int8)
     keep = _dedupe(rearrange(X, "N H W -> N (H W)"), min_distance)
     out = Glyphs(X[keep], tuple(chars[i] for i in keep), tuple(used[i] for i in keep))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, images=out.images, chars=np.array(out.chars), faces=np.array(out.faces))
-    os.replace(tmp, path)
+    atomic_savez(path, compressed=True, images=out.images, chars=np.array(out.chars), faces=np.array(out.faces))
     return out
 
 # %% ../nbs/tutorial/00_dense_storage.ipynb #907a228d

@@ -11,7 +11,7 @@ import pytest
 from amtutorial import data_utils as du
 from amtutorial.data_utils import (CacheDirError, CheckpointError, DownloadError, ET_CKPT_KEYS, fetch_file,
                                    get_cache_dir, get_et_checkpoint, get_et_imgs, load_fashion_mnist, parse_idx,
-                                   read_et_checkpoint, write_et_checkpoint)
+                                   read_et_checkpoint, write_et_checkpoint, atomic_savez)
 from conftest import SHARED
 
 
@@ -365,3 +365,12 @@ def test_cache_contents(cache_dir):
     (cache_dir / "a" / "f.bin").write_bytes(b"123")
     assert du.cache_contents() == [("a/f.bin", 3)]
     assert du.cache_contents("missing") == []
+
+
+def test_atomic_savez_compressed_round_trip(tmp_path):
+    a = np.zeros((200, 200), np.float32)
+    plain, packed = atomic_savez(tmp_path/"p.npz", a=a), atomic_savez(tmp_path/"c.npz", compressed=True, a=a)
+    for p in (plain, packed):
+        with np.load(p, allow_pickle=False) as z: assert np.array_equal(z["a"], a)
+    assert packed.stat().st_size < plain.stat().st_size / 10
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["c.npz", "p.npz"]   # no temporary file left
