@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from functools import partial
 from pathlib import Path
 from collections.abc import Callable
@@ -25,9 +27,31 @@ from .data_utils import atomic_savez, get_cache_dir
 from .viz import content_key
 
 # %% auto #0
-__all__ = ['DEJAVU_FACES', 'GLYPH_RANGES', 'render_glyph', 'Glyphs', 'glyph_patterns', 'check_patterns', 'AssociativeMemory',
-           'ClassicalHopfield', 'hebbian_weights', 'Recall', 'corrupt', 'Trajectory', 'PolynomialAM', 'ExponentialAM',
-           'retrieval_curve']
+__all__ = ['DEJAVU_FACES', 'GLYPH_RANGES', 'compile_small_loops', 'render_glyph', 'Glyphs', 'glyph_patterns', 'check_patterns',
+           'AssociativeMemory', 'ClassicalHopfield', 'hebbian_weights', 'Recall', 'corrupt', 'Trajectory',
+           'PolynomialAM', 'ExponentialAM', 'loops_compiled_whole', 'retrieval_curve']
+
+# %% ../nbs/tutorial/00_dense_storage.ipynb #baa83f7f
+_SMALL_LOOP_OPTION = "xla_cpu_small_while_loop_byte_threshold"
+
+def compile_small_loops(
+    max_bytes:int=2**20, # A loop whose body reads and writes fewer bytes than this per iteration is compiled whole
+)->str: # The XLA_FLAGS now set
+    "Let XLA's CPU backend compile every small `while` loop (scan, fori_loop) into one function; call before JAX computes anything."
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
+        raise ValueError(f"max_bytes must be a non-negative integer, got {max_bytes!r}")
+    from jax._src import xla_bridge
+    if xla_bridge.backends_are_initialized():
+        warnings.warn("JAX has already started and XLA reads its flags once: compile_small_loops has no effect in this "
+                      "process (call it before the first computation)", stacklevel=2)
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    prefix = "--xla_backend_extra_options="
+    extra = [f for f in flags if f.startswith(prefix)]       # comma-separated key or key=value, keep the others
+    options = dict(o.split("=", 1) if "=" in o else (o, None) for f in extra for o in f[len(prefix):].split(",") if o)
+    options[_SMALL_LOOP_OPTION] = str(int(max_bytes))
+    merged = prefix + ",".join(k if v is None else f"{k}={v}" for k, v in options.items())
+    os.environ["XLA_FLAGS"] = " ".join([f for f in flags if not f.startswith(prefix)] + [merged])
+    return os.environ["XLA_FLAGS"]
 
 # %% ../nbs/tutorial/00_dense_storage.ipynb #b25341c5
 DEJAVU_FACES = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSansMono",
@@ -260,16 +284,16 @@ def _sweep(model:AssociativeMemory, incremental:bool, order:Int[Array, "D"], x:F
         i, xi = visit                                       # a bit is visited once per sweep: x_i is still xi
         if incremental: m_new = m - (2*xi)*model.XiT[i]     # @eq-incremental: O(K)
         else: m_new = model.Xi @ x.at[i].set(-xi)           # every overlap from scratch: O(K·D)
-        E_new = model.energy_from_overlaps(m_new, near=E)
+        # the barrier makes XLA compute E_new once and hand that value to every use, so the decision, the energy
+        # kept and the energy recorded cannot be rounded differently in different places
+        E_new = jax.lax.optimization_barrier(model.energy_from_overlaps(m_new, near=E))
         flip = E_new < E
         if not incremental: x = x.at[i].set(jnp.where(flip, -xi, xi))
         E = jnp.where(flip, E_new, E)
-        return (jnp.where(flip, m_new, m), E, x), (jnp.where(flip, -xi, xi), E)
-    # two steps per loop iteration halve the loop's overhead, which is most of an O(K) step's cost on a CPU (more
-    # than two let XLA fuse the energies differently from the full recompute, which then differs in the last bit)
-    (m, E, _), (bits, Es) = jax.lax.scan(step, (m, E, None if incremental else x), (order, x[order]),
-                                         unroll=2 if incremental else 1)
-    return x.at[order].set(bits), m, E, (Es, bits != x[order])
+        return (jnp.where(flip, m_new, m), E, x), E
+    (m, E_end, _), Es = jax.lax.scan(step, (m, E, None if incremental else x), (order, x[order]))
+    flipped = Es < jnp.concatenate([E[None], Es[:-1]])      # a flip is the only thing that changes the energy
+    return x.at[order].set(jnp.where(flipped, -x[order], x[order])), m, E_end, (Es, flipped)
 
 @eqx.filter_jit
 def _recall_async(model:AssociativeMemory, x:Float[Array, "D"], key:PRNGKeyArray, max_sweeps:int,
@@ -422,6 +446,14 @@ def energy_from_overlaps(self:ExponentialAM, m:Float[Array, "K"], near:Float[Arr
     if near is None: c = self.beta/D*jnp.max(m); t = jnp.exp(self.beta/D*m - c)
     else: c = -self.beta/D*near; t = jnp.exp(self.beta/D*(m + near))   # exp(βm/D - c) with c = -βE/D
     return -(D/self.beta)*(c + jnp.log(jnp.sum(t)))
+
+# %% ../nbs/tutorial/00_dense_storage.ipynb #b43d134c
+def loops_compiled_whole(
+    f:Callable, # A function of arrays, traceable by `jax.jit`
+    *args, # Arguments to compile `f` for
+)->int: # The number of while loops (scans, fori_loops) that XLA compiled as one function each
+    "How many loops of `f` XLA compiled whole for `args` (see `compile_small_loops`)."
+    return jax.jit(f).lower(*args).compile().as_text().count('xla_cpu_small_call="true"')
 
 # %% ../nbs/tutorial/00_dense_storage.ipynb #73f2a2f9
 @eqx.filter_jit

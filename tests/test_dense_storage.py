@@ -101,6 +101,48 @@ def test_incremental_equals_full_recompute_bit_for_bit(kind, K, D, p, seed):
     assert np.array_equal(np.asarray(r1.x), np.asarray(r2.x)) and float(r1.energy) == float(r2.energy)
 
 
+
+def test_compile_small_loops_rejects_bad_sizes():
+    from amtutorial.dense_storage import compile_small_loops
+    for bad in [-1, True]:
+        with pytest.raises(ValueError, match="max_bytes"): compile_small_loops(bad)
+
+
+SMALL_LOOPS_SCRIPT = """
+import os, warnings
+os.environ["XLA_FLAGS"] = "--xla_cpu_enable_fast_math=false --xla_backend_extra_options=xla_cpu_disable_loop_unrolling,xla_cpu_small_while_loop_byte_threshold=5"
+from amtutorial.dense_storage import (ClassicalHopfield, ExponentialAM, PolynomialAM, _recall_async,
+                                      compile_small_loops, corrupt, loops_compiled_whole)
+flags = compile_small_loops(100_000)
+assert flags == os.environ["XLA_FLAGS"]
+assert flags.split() == ["--xla_cpu_enable_fast_math=false",
+                         "--xla_backend_extra_options=xla_cpu_disable_loop_unrolling,xla_cpu_small_while_loop_byte_threshold=100000"], flags
+import jax, jax.numpy as jnp, numpy as np
+K, D = 64, 512   # the memories take 128 kB: the full recompute's loop stays above the 100 kB limit
+P = np.random.default_rng(0).choice([-1.0, 1.0], size=(K, D)).astype(np.float32)
+key = jax.random.key(3)
+x0 = corrupt(jnp.asarray(P[5]), 0.3, key=jax.random.key(4))
+for model in [ClassicalHopfield(P), PolynomialAM(P, 3), ExponentialAM(P, 30.0)]:
+    whole = [loops_compiled_whole(lambda x, inc=inc: _recall_async(model, x, key, 2, inc), x0) for inc in (True, False)]
+    assert whole[0] == whole[1] + 1, whole
+    a, b = (model.recall_trajectory(x0, key=key, sweeps=2, every=64, incremental=inc) for inc in (True, False))
+    assert np.array_equal(a.states, b.states) and np.array_equal(a.energies, b.energies)
+    assert np.array_equal(a.flips, b.flips) and int(a.flips.sum()) > 0
+    r, s = (model.recall(x0, key=key, incremental=inc) for inc in (True, False))
+    assert np.array_equal(r.x, s.x) and float(r.energy) == float(s.energy)
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    compile_small_loops()
+assert any("no effect" in str(x.message) for x in w)
+print("ok")
+"""
+
+
+def test_small_loops_compiled_whole_and_still_bit_for_bit():
+    "compile_small_loops merges its option into XLA_FLAGS; then the O(K) sweep (only) is one function, results unchanged."
+    run = subprocess.run([sys.executable, "-c", SMALL_LOOPS_SCRIPT], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
 def test_bit_major_copy_is_the_transpose():
     P = random_patterns(6, 21)
     for model in [ClassicalHopfield(P), PolynomialAM(P, 4), ExponentialAM(P, 3.0)]:
