@@ -40,8 +40,9 @@ def compile_small_loops(
     "Let XLA's CPU backend compile every small `while` loop (scan, fori_loop) into one function; call before JAX computes anything."
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
         raise ValueError(f"max_bytes must be a non-negative integer, got {max_bytes!r}")
-    from jax._src import xla_bridge
-    if xla_bridge.backends_are_initialized():
+    try: from jax._src.xla_bridge import backends_are_initialized   # private; only used to warn
+    except ImportError: backends_are_initialized = lambda: False
+    if backends_are_initialized():
         warnings.warn("JAX has already started and XLA reads its flags once: compile_small_loops has no effect in this "
                       "process (call it before the first computation)", stacklevel=2)
     flags = os.environ.get("XLA_FLAGS", "").split()

@@ -101,6 +101,26 @@ def test_incremental_equals_full_recompute_bit_for_bit(kind, K, D, p, seed):
     assert np.array_equal(np.asarray(r1.x), np.asarray(r2.x)) and float(r1.energy) == float(r2.energy)
 
 
+def _random_case(wanted):
+    "Case number `wanted` of a stream of random (model, probe, key): sizes, densities, n and beta all drawn."
+    rng = np.random.default_rng(0)
+    for case in range(wanted + 1):
+        K, D = int(rng.integers(1, 80)), int(rng.integers(4, 300))
+        X = np.where(rng.random((K, D)) < rng.uniform(0.3, 0.7), 1., -1.).astype(np.float32)
+        n, beta = int(rng.integers(2, 6)), float(rng.uniform(0.5, 60))
+        model = [ClassicalHopfield, lambda X: PolynomialAM(X, n), lambda X: ExponentialAM(X, beta)][case % 3](X)
+        x0 = corrupt(jnp.asarray(X[rng.integers(K)]), float(rng.uniform(0, 0.5)), key=jax.random.key(case))
+    return model, x0, jax.random.key(wanted + 1000)
+
+
+@pytest.mark.parametrize("case", [7, 23, 43, 46])
+def test_trajectory_energies_agree_to_the_last_bit(case):
+    "Cases where an earlier sweep (two steps per loop iteration, decision recomputed per use) differed in the last bit."
+    model, x0, key = _random_case(case)
+    a, b = (model.recall_trajectory(x0, key=key, sweeps=2, incremental=inc) for inc in (True, False))
+    assert np.array_equal(a.energies, b.energies) and np.array_equal(a.flips, b.flips)
+    assert np.array_equal(a.states, b.states)
+
 
 def test_compile_small_loops_rejects_bad_sizes():
     from amtutorial.dense_storage import compile_small_loops
@@ -142,6 +162,7 @@ def test_small_loops_compiled_whole_and_still_bit_for_bit():
     "compile_small_loops merges its option into XLA_FLAGS; then the O(K) sweep (only) is one function, results unchanged."
     run = subprocess.run([sys.executable, "-c", SMALL_LOOPS_SCRIPT], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
 
 def test_bit_major_copy_is_the_transpose():
     P = random_patterns(6, 21)
