@@ -450,6 +450,10 @@ def encode(self: ImageEnergyTransformer,
     image = _check_image(image, self.config.image_shape)
     return self._encode(image, _check_mask(mask, self.config.n_patches))
 
+def _patch_vectors(model, x):
+    "The patch vectors the decoder reads off the token states `x`, one per token: layer norm, then the linear decoder."
+    return jax.vmap(model.et.lnorm)(x) @ model.Wdec + model.Bdec[None, :]
+
 @patch
 def decode(self: ImageEnergyTransformer,
            x: Float[AnyArray, "N D"], # a token state
@@ -459,8 +463,7 @@ def decode(self: ImageEnergyTransformer,
     if x.shape[0] != self.config.n_tokens:
         raise ValueError(f"x must have {self.config.n_tokens} tokens (CLS + {self.config.n_patches} patches), "
                          f"got {x.shape[0]}")
-    g = jax.vmap(self.et.lnorm)(x[1:])
-    return self.config.patcher.unpatchify(g @ self.Wdec + self.Bdec[None, :])
+    return self.config.patcher.unpatchify(_patch_vectors(self, x[1:]))
 
 # %% ../nbs/tutorial/01_energy_transformer.ipynb #46bf6949
 @patch
@@ -482,14 +485,16 @@ def descend(self: ImageEnergyTransformer,
     return self.et.descend(x, nsteps, alpha, return_states=return_states)
 
 # %% ../nbs/tutorial/01_energy_transformer.ipynb #2bc50017
+def _decoded_image(model, x, image, mask, keep_visible:bool):
+    "The image decoded from the token state `x` (CLS dropped); with `keep_visible`, `image`'s visible patches pasted over."
+    patches = _patch_vectors(model, x[1:])
+    if keep_visible: patches = jnp.where(mask[:, None], patches, model.config.patcher.patchify(image))
+    return model.config.patcher.unpatchify(patches)
+
 @eqx.filter_jit
 def _inpaint_core(model, image, mask, alpha, nsteps:int, keep_visible:bool):
     x_final, energies = _descend_core(model.et, model._encode(image, mask), alpha, nsteps, False)
-    g = jax.vmap(model.et.lnorm)(x_final[1:])
-    patches = g @ model.Wdec + model.Bdec[None, :]
-    if keep_visible:
-        patches = jnp.where(mask[:, None], patches, model.config.patcher.patchify(image))
-    return model.config.patcher.unpatchify(patches), energies
+    return _decoded_image(model, x_final, image, mask, keep_visible), energies
 
 @patch
 def inpaint(self: ImageEnergyTransformer,
@@ -603,13 +608,7 @@ def load_et(path:str|os.PathLike, # an `.npz` checkpoint: the paper's or one wri
 @eqx.filter_jit
 def _inpaint_trajectory_core(model, image, mask, alpha, nsteps:int, keep_visible:bool):
     _, energies, states = _descend_core(model.et, model._encode(image, mask), alpha, nsteps, True)
-    patcher = model.config.patcher
-    visible = patcher.patchify(image)
-    def decode(x):
-        patches = jax.vmap(model.et.lnorm)(x[1:]) @ model.Wdec + model.Bdec[None, :]
-        if keep_visible: patches = jnp.where(mask[:, None], patches, visible)
-        return patcher.unpatchify(patches)
-    return jax.vmap(decode)(states), energies
+    return jax.vmap(lambda x: _decoded_image(model, x, image, mask, keep_visible))(states), energies
 
 @patch
 def inpaint_trajectory(self: ImageEnergyTransformer,
@@ -691,22 +690,23 @@ def _check_batch(model, images, masks):
 def _retrieval_pixels(model, images, masks, nsteps, alpha):
     "Inputs (painted), decoded trajectory (T n h w c) in [0, 1] pixels, energies (T n)."
     traj, E = jax.vmap(lambda im, mk: model.inpaint_trajectory(im, mk, nsteps, alpha, keep_visible=True))(images, masks)
-    to_pix = jax.vmap(jax.vmap(lambda x: jnp.clip(model.denormalize(x), 0, 1)))
-    pix = np.asarray(to_pix(traj))
-    originals = jax.vmap(lambda x: jnp.clip(model.denormalize(x), 0, 1))(images)
+    to_pix = lambda x: jnp.clip(model.denormalize(x), 0, 1)
+    pix = np.asarray(jax.vmap(jax.vmap(to_pix))(traj))
+    originals = jax.vmap(to_pix)(images)
     masked = np.asarray(jax.vmap(model.hide_patches)(originals, masks))
     return masked, rearrange(pix, "n t h w c -> t n h w c"), np.asarray(E).T
 
-def _retrieval_video(name, key, compute, T:int, hold:int, fps, ncols, size, dpi, gif, gif_scale, progress) -> VideoFiles:
+def _retrieval_video(name, model, images, masks, nsteps:int, alpha, compute, hold:int, fps, ncols, size, dpi, gif,
+                     gif_scale, progress) -> VideoFiles:
     "The cached video of a retrieval whose frames come from `compute()`, called only if the video must be drawn."
-    memo = {}
+    key = content_key(images, masks, model=_model_key(model), nsteps=nsteps, alpha=alpha, ncols=ncols,
+                      size=list(size), dpi=dpi, layout=RETRIEVAL_LAYOUT)
+    T, memo = nsteps + 1, {}
     def frame_fn(i):
         if not memo: memo["masked"], memo["pix"], memo["E"] = compute()
         t = min(i, T - 1)
         return retrieval_frame(memo["masked"], memo["pix"][t], memo["E"], t, ncols=ncols, size=size, dpi=dpi)
-    with warnings.catch_warnings():  # ffmpeg starts by fork + exec, which JAX's warning about fork() cannot tell apart
-        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-        return cached_video(name, frame_fn, T + hold, key, fps=fps, gif=gif, gif_scale=gif_scale, progress=progress)
+    return cached_video(name, frame_fn, T + hold, key, fps=fps, gif=gif, gif_scale=gif_scale, progress=progress)
 
 def _model_key(model) -> str:
     "A content key of a model: its arrays and its configuration."
@@ -734,19 +734,16 @@ def retrieval_video(name:str, # short name of the video (its file names)
     nsteps, alpha = _check_descent_args(nsteps, alpha)
     if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 0:
         raise ValueError(f"hold must be an integer >= 0, got {hold!r}")
-    key = content_key(images, masks, model=_model_key(model), nsteps=nsteps, alpha=alpha, ncols=ncols,
-                      size=list(size), dpi=dpi, layout=RETRIEVAL_LAYOUT)
     compute = lambda: _retrieval_pixels(model, images, masks, nsteps, alpha)
-    return _retrieval_video(name, key, compute, nsteps + 1, int(hold), fps, ncols, size, dpi, gif, gif_scale,
-                            progress)
+    return _retrieval_video(name, model, images, masks, nsteps, alpha, compute, int(hold), fps, ncols, size, dpi, gif,
+                            gif_scale, progress)
 
 # %% ../nbs/tutorial/01_energy_transformer.ipynb #9cb16193
 @patch
 def memory_patches(self: ImageEnergyTransformer) -> Float[Array, "M p p c"]: # one decoded patch per memory
     "Each memory as an image patch: the decoding of the activation on the layer norm's shell that it overlaps most."
-    g = jax.vmap(self.et.lnorm)(self.et.Xi)
     p, c = self.config.patch_size, self.config.image_shape[2]
-    return rearrange(g @ self.Wdec + self.Bdec[None, :], "m (c ph pw) -> m ph pw c", c=c, ph=p, pw=p)
+    return rearrange(_patch_vectors(self, self.et.Xi), "m (c ph pw) -> m ph pw c", c=c, ph=p, pw=p)
 
 # %% ../nbs/tutorial/01_energy_transformer.ipynb #5103865e
 @patch
@@ -799,10 +796,8 @@ def paper_demo(ckpt_path:str|os.PathLike, # an Energy Transformer checkpoint, e.
     masked, traj, E = _retrieval_pixels(model, normed, masks, nsteps, alpha)
     files = None
     if video:
-        key = content_key(normed, masks, model=_model_key(model), nsteps=nsteps, alpha=alpha, ncols=ncols,
-                          size=[12.0, 4.4], dpi=90, layout=RETRIEVAL_LAYOUT)
-        files = _retrieval_video(name, key, lambda: (masked, traj, E), nsteps + 1, 4, 3, ncols, (12.0, 4.4), 90,
-                                 True, 0.5, progress)
+        files = _retrieval_video(name, model, normed, masks, nsteps, alpha, lambda: (masked, traj, E), 4, 3, ncols,
+                                 (12.0, 4.4), 90, True, 0.5, progress)
     return PaperDemo(pixels, np.asarray(masks), masked, traj[-1], E, files)
 
 def try_paper_demo(ckpt_url:str=ET_CKPT_URL, # where `get_et_checkpoint` downloads the checkpoint from
