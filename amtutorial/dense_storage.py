@@ -6,10 +6,8 @@
 #| code-fold: true
 from __future__ import annotations
 
-import math
 import os
 import warnings
-from functools import partial
 from pathlib import Path
 from collections.abc import Callable
 from typing import NamedTuple

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -245,17 +244,19 @@ def train(cfg:TrainConfig, # the recipe
 # %% ../nbs/tutorial/02_training_et.ipynb #85217bc6
 PRETRAINED = {"fashion_mnist": "et_fashion_mnist.npz"}
 
+def _pretrained_file(name:str)->Path:
+    if name not in PRETRAINED: raise ValueError(f"no pretrained model {name!r}; available: {sorted(PRETRAINED)}")
+    return ASSETS/PRETRAINED[name]
+
 def get_pretrained_et(
     name:str="fashion_mnist", # which shipped model
 )->ImageEnergyTransformer:
     "An Energy Transformer shipped with the package (no download)."
-    if name not in PRETRAINED: raise ValueError(f"no pretrained model {name!r}; available: {sorted(PRETRAINED)}")
-    return load_et(ASSETS/PRETRAINED[name])
+    return load_et(_pretrained_file(name))
 
 def training_record(name:str="fashion_mnist")->dict:
     "How the shipped model `name` was trained: recipe, steps, wall time, hardware, data and history."
-    if name not in PRETRAINED: raise ValueError(f"no pretrained model {name!r}; available: {sorted(PRETRAINED)}")
-    return json.loads((ASSETS/PRETRAINED[name]).with_suffix(".json").read_text())
+    return json.loads(_pretrained_file(name).with_suffix(".json").read_text())
 
 # %% ../nbs/tutorial/02_training_et.ipynb #94dbe6ca
 def _check_same_shape(**arrays):
