@@ -11,9 +11,11 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +26,11 @@ import requests
 # %% auto #0
 __all__ = ['CACHE_ENV', 'AMTUTORIAL_COMMIT', 'ET_DATA_URL', 'ET_IMG_SHA256', 'ET_IMG_NAMES', 'FASHION_MNIST_URL',
            'FASHION_MNIST_SYSTEM_DIRS', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_FILES', 'FASHION_MNIST_SPLITS',
-           'ASSETS', 'FASHION_MNIST_SAMPLE', 'ET_CKPT_KEYS', 'ET_CKPT_URL', 'CacheDirError', 'get_cache_dir',
-           'DownloadError', 'fetch_file', 'get_et_imgs', 'parse_idx', 'load_fashion_mnist', 'make_fashion_mnist_sample',
-           'load_fashion_mnist_sample', 'CheckpointError', 'ETCheckpoint', 'validate_et_arrays', 'atomic_savez',
-           'read_et_checkpoint', 'write_et_checkpoint', 'get_et_checkpoint', 'cache_contents']
+           'ASSETS', 'FASHION_MNIST_SAMPLE', 'ET_CKPT_KEYS', 'MAX_NPZ_BYTES', 'ET_CKPT_URL', 'CacheDirError',
+           'get_cache_dir', 'DownloadError', 'fetch_file', 'get_et_imgs', 'parse_idx', 'load_fashion_mnist',
+           'make_fashion_mnist_sample', 'load_fashion_mnist_sample', 'CheckpointError', 'ETCheckpoint',
+           'validate_et_arrays', 'atomic_savez', 'read_npz', 'read_et_checkpoint', 'write_et_checkpoint',
+           'get_et_checkpoint', 'cache_contents']
 
 # %% ../nbs/lib/00_data_utils.ipynb #25e9771a
 CACHE_ENV = "AMTUTORIAL_CACHE_DIR"
@@ -36,9 +39,29 @@ class CacheDirError(OSError):
     "The cache directory cannot be created or written to."
 
 def _package_dir() -> Path:
-    "The folder of the installed `amtutorial` package (works from the notebooks too)."
-    import amtutorial
-    return Path(amtutorial.__file__).resolve().parent
+    "The folder of the installed `amtutorial` package, found from this module's own file."
+    # Not from `amtutorial.__file__`: started in a folder that holds a directory named `amtutorial` (the clone
+    # itself, say), Python can import that directory as a namespace package, whose `__file__` is None.
+    here = globals().get("__file__")
+    if here is None or Path(here).name != "data_utils.py":  # run from the notebook: ask the exported module
+        import amtutorial.data_utils as exported
+        here = exported.__file__
+    return Path(here).resolve().parent
+
+def _as_path(value, name:str)->Path:
+    "`value` as a `Path`, or a `TypeError`/`ValueError` naming the argument `name`."
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__} {value!r}")
+    if str(value) == "": raise ValueError(f"{name} must be a path, got the empty string")
+    return Path(value)
+
+def _check_subdir(subdir, name:str="subdir"):
+    "A folder name inside the cache directory: a relative path that does not climb out of it."
+    if subdir is None: return
+    if not isinstance(subdir, str):
+        raise TypeError(f"{name} must be a folder name (str) or None, got {type(subdir).__name__} {subdir!r}")
+    if not subdir or Path(subdir).is_absolute() or ".." in Path(subdir).parts:
+        raise ValueError(f"{name} must be a relative folder inside the cache directory, got {subdir!r}")
 
 def _repo_cache() -> Path | None:
     "The `cache/` folder of the repository this package runs from, if it runs from a clone."
@@ -50,6 +73,7 @@ def get_cache_dir(
     subdir:str|None=None, # A folder inside the cache directory, created if missing
 )->Path: # An existing, writable directory
     "The directory where `amtutorial` keeps downloads and generated media (see the rules above)."
+    _check_subdir(subdir)
     env = os.environ.get(CACHE_ENV)
     base = Path(env).expanduser() if env else (_repo_cache() or Path(pooch.os_cache("amtutorial")))
     path = base/subdir if subdir else base
@@ -78,6 +102,9 @@ def fetch_file(
         raise ValueError(f"url must be an http://, https:// or ftp:// URL string, got {url!r}")
     if not isinstance(fname, str) or not fname or Path(fname).name != fname:
         raise ValueError(f"fname must be a plain file name (no folders), got {fname!r}")
+    if known_hash is not None and not (isinstance(known_hash, str) and
+                                       re.fullmatch(r"(?:(?:sha256|sha512|sha1|md5):)?[0-9a-fA-F]{32,128}", known_hash)):
+        raise ValueError(f"known_hash must be None or a pin such as 'sha256:<64 hex digits>', got {known_hash!r}")
     dest = get_cache_dir(subdir)
     how = (f"To install it by hand, download it yourself and place it at {str(dest/fname)!r}"
            + (f" (it must have {known_hash})." if known_hash else "."))
@@ -215,8 +242,10 @@ def load_fashion_mnist(
     progress:bool=True, # Show download progress bars
 )->tuple[np.ndarray, np.ndarray]: # images (n, 28, 28) uint8 and labels (n,) uint8, read-only
     "Fashion-MNIST images and labels of one split, from the cache, Debian's package, or the web."
-    if split not in FASHION_MNIST_SPLITS:
+    if not isinstance(split, str) or split not in FASHION_MNIST_SPLITS:
         raise ValueError(f"split must be one of {sorted(FASHION_MNIST_SPLITS)}, got {split!r}")
+    if not isinstance(base_url, str) or not base_url:
+        raise ValueError(f"base_url must be a URL or folder (str), got {base_url!r}")
     return _load_fashion_mnist(split, base_url, progress)
 
 # %% ../nbs/lib/00_data_utils.ipynb #7b3ba9bd
@@ -225,9 +254,11 @@ FASHION_MNIST_SAMPLE = "fashion_mnist_test_sample.npz"
 
 def make_fashion_mnist_sample(n:int=500, path:Path|None=None)->Path:
     "Write the first `n` Fashion-MNIST test pictures and labels to the package's assets."
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= 10_000:
+        raise ValueError(f"n must be a whole number of pictures from 1 to 10000, got {n!r}")
+    path = _as_path(path, "path") if path is not None else ASSETS/FASHION_MNIST_SAMPLE
     images, labels = load_fashion_mnist("test")
-    path = Path(path or ASSETS/FASHION_MNIST_SAMPLE)
-    np.savez_compressed(path, images=images[:n], labels=labels[:n])
+    atomic_savez(path, compressed=True, images=images[:n], labels=labels[:n])
     return path
 
 def load_fashion_mnist_sample()->tuple[np.ndarray, np.ndarray]: # images (500, 28, 28) uint8, labels (500,)
@@ -271,6 +302,8 @@ def validate_et_arrays(
     src:str="checkpoint", # how to name the source in error messages
 )->ETCheckpoint:
     "Check an Energy Transformer checkpoint's keys, dtypes, values and shapes; raise `CheckpointError` if wrong."
+    if not isinstance(arrays, dict):
+        raise TypeError(f"arrays must be a dict of name → array, got {type(arrays).__name__}")
     keys = set(arrays)
     missing, extra = [k for k in ET_CKPT_KEYS if k not in keys], sorted(keys - set(ET_CKPT_KEYS))
     if missing: raise CheckpointError(f"{src}: missing key(s) {missing}; an ET checkpoint has {list(ET_CKPT_KEYS)}")
@@ -297,7 +330,8 @@ def atomic_savez(
     **arrays, # name → array, as for `np.savez`
 )->Path: # the path written
     "`np.savez` (or `np.savez_compressed`) written atomically: temporary file in the same folder, flushed, then renamed over `path`."
-    path = Path(path)
+    path = _as_path(path, "path")
+    if path.is_dir(): raise ValueError(f"path {str(path)!r} is a directory; expected the name of an .npz file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -313,24 +347,73 @@ def atomic_savez(
     return path
 
 # %% ../nbs/lib/00_data_utils.ipynb #8ce9e13c
-def read_et_checkpoint(
-    path:str|os.PathLike, # An `.npz` file in the ET checkpoint format (the paper's or ours)
-)->ETCheckpoint:
-    "Read and validate an Energy Transformer checkpoint, without ever unpickling."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"No checkpoint at {str(path)!r}")
+MAX_NPZ_BYTES = 512 * 2**20  # the ImageNet checkpoint holds about 100 MB of arrays
+
+def _npz_hint(path:Path)->str:
+    "What a file that is not a zip archive looks like instead, for the error message."
+    with open(path, "rb") as f: head = f.read(8)
+    if not head: return "the file is empty"
+    if head.startswith(b"\x93NUMPY"): return "it is a single .npy array, not an .npz archive of named arrays"
+    if head[:1] == b"\x80": return "it looks like a Python pickle, which is never loaded"
+    if head.startswith(b"PK"): return "it starts like a zip archive but is truncated or corrupt"
+    return "an .npz file is a zip archive of .npy arrays"
+
+def read_npz(
+    path:str|os.PathLike, # An `.npz` file
+    max_bytes:int=MAX_NPZ_BYTES, # Refuse archives whose arrays would take more memory than this, in bytes
+    what:str="npz checkpoint", # What the file should be, for error messages
+)->dict: # name → np.ndarray
+    "The arrays of an `.npz` file, checked before anything is decompressed (size, headers, no Python objects)."
+    path = _as_path(path, "path")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
+        raise ValueError(f"max_bytes must be a positive whole number of bytes, got {max_bytes!r}")
+    if not path.is_file(): raise FileNotFoundError(f"No {what} at {str(path)!r}")
     src = repr(str(path))
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{src} is not an {what}: not a readable .npz archive ({_npz_hint(path)})")
     try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            if odd := [i.filename for i in infos if not i.filename.endswith(".npy")]:
+                raise CheckpointError(f"{src} is not an {what}: its member(s) {odd[:3]} are not .npy arrays")
+            # the sizes the archive's table of contents promises; reading never inflates a member past them
+            total = sum(i.file_size for i in infos)
+            if total > max_bytes:
+                raise CheckpointError(f"{src} would take {total/2**20:,.1f} MiB once decompressed ({path.stat().st_size/2**20:,.1f} MiB "
+                                      f"on disk), over the limit of {max_bytes/2**20:,.1f} MiB; it was not read. "
+                                      "Pass a larger max_bytes if you trust the file.")
+            for i in infos:  # each array's header must agree with its member's size: numpy allocates what it says
+                with z.open(i) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version not in ((1, 0), (2, 0)):
+                        raise CheckpointError(f"{src}: {i.filename} uses .npy format version {version}, expected 1.0 or 2.0")
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                    if dtype.hasobject:
+                        raise CheckpointError(f"{src} holds pickled Python objects, which are never loaded ({i.filename})")
+                    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    if f.tell() + n != i.file_size:
+                        raise CheckpointError(f"{src}: {i.filename} claims shape {shape} of {dtype} ({n:,} bytes) but "
+                                              f"holds {i.file_size - f.tell():,} bytes: truncated or corrupt")
         with np.load(path, allow_pickle=False) as f:
-            raw = {k: f[k] for k in f.files}
+            return {k: f[k] for k in f.files}
+    except CheckpointError: raise
     except ValueError as e:
         if "allow_pickle" in str(e) or "Object arrays" in str(e):
             raise CheckpointError(f"{src} holds pickled Python objects, which are never loaded") from e
-        raise CheckpointError(f"{src} is not a readable .npz archive ({e})") from e
-    except (OSError, EOFError, KeyError) as e:
-        raise CheckpointError(f"{src} is not a readable .npz archive ({type(e).__name__}: {e})") from e
-    except Exception as e:  # zipfile.BadZipFile and friends from a truncated or foreign file
-        raise CheckpointError(f"{src} is not a readable .npz archive ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{src} is not an {what}: not a readable .npz archive ({e})") from e
+    except Exception as e:  # zipfile.BadZipFile (bad CRC, truncated member), OSError, EOFError and friends
+        raise CheckpointError(f"{src} is not an {what}: not a readable .npz archive ({type(e).__name__}: {e})") from e
+
+def read_et_checkpoint(
+    path:str|os.PathLike, # An `.npz` file in the ET checkpoint format (the paper's or ours)
+    max_bytes:int=MAX_NPZ_BYTES, # Refuse files whose arrays would take more memory than this (see `read_npz`)
+)->ETCheckpoint:
+    "Read and validate an Energy Transformer checkpoint, without ever unpickling or inflating more than `max_bytes`."
+    path = _as_path(path, "path")
+    if not path.is_file(): raise FileNotFoundError(f"No checkpoint at {str(path)!r}")
+    src = repr(str(path))
+    raw = read_npz(path, max_bytes, what="npz checkpoint")
     config = None
     if "config" in raw:
         c = raw.pop("config")
@@ -348,10 +431,15 @@ def write_et_checkpoint(
     config:dict|None=None, # JSON-serialisable model configuration, stored under the key `config`
 )->Path: # the path written
     "Validate and write an ET checkpoint atomically: a crash mid-write never leaves a partial file at `path`."
-    path = Path(path)
+    path = _as_path(path, "path")
+    if not isinstance(arrays, dict):
+        raise TypeError(f"arrays must be a dict of name → array, got {type(arrays).__name__}")
     ck = validate_et_arrays({k: np.asarray(v) for k, v in arrays.items()}, config, repr(str(path)))
     payload = dict(ck.arrays)
-    if config is not None: payload["config"] = np.array(json.dumps(config, sort_keys=True))
+    if config is not None:
+        try: payload["config"] = np.array(json.dumps(config, sort_keys=True, allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"config must be JSON-serialisable (str keys; numbers, strings, lists, dicts; no NaN): {e}") from e
     return atomic_savez(path, **payload)
 
 # %% ../nbs/lib/00_data_utils.ipynb #7e608322
@@ -361,7 +449,11 @@ def get_et_checkpoint(
     url:str=ET_CKPT_URL, # Where to download the checkpoint from; the default is the pinned GitHub commit
     progress:bool=True, # Show a download progress bar
 )->Path: # Path of the validated checkpoint in the cache (`checkpoints/et_ckpt.npz`)
-    "Path of the Energy Transformer paper's ImageNet checkpoint, downloaded and validated on first use."
+    """Path of the Energy Transformer paper's ImageNet checkpoint, downloaded and validated on first use.
+
+    No SHA-256 of this file is pinned: none was published, and it could not be downloaded where this package was
+    written to compute one. The file is checked instead by `read_et_checkpoint`: its size before anything is
+    decompressed, the exact keys, float dtypes, finite values and mutually consistent shapes."""
     path = fetch_file(url, "et_ckpt.npz", None, subdir="checkpoints", progress=progress)
     try: read_et_checkpoint(path)
     except CheckpointError as e:
@@ -376,6 +468,7 @@ def cache_contents(
     subdir:str|None=None, # Only this folder of the cache
 )->list[tuple[str, int]]: # (path relative to the cache directory, size in bytes), sorted
     "The files in the cache directory and their sizes."
+    _check_subdir(subdir)
     root = get_cache_dir()
     base = root/subdir if subdir else root
     if not base.exists(): return []
