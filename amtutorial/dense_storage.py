@@ -350,7 +350,12 @@ def corrupt(
     key:PRNGKeyArray, # Which bits
 )->Float[Array, "D"]: # `x` with exactly round(frac·D) bits flipped
     "Flip a random `frac` of the bits of `x` (exactly that many)."
-    if not 0 <= frac <= 1: raise ValueError(f"frac must be in [0, 1], got {frac!r}")
+    try: ok = not isinstance(frac, bool) and 0 <= frac <= 1
+    except TypeError: ok = False  # a string, None, an array of several fractions
+    if not ok: raise ValueError(f"frac must be in [0, 1], got {frac!r}")
+    if getattr(x, "ndim", None) != 1:  # a batch would have whole columns flipped: the same bits in every row
+        raise ValueError(f"x must be one state of shape (D,), got shape {getattr(x, 'shape', type(x).__name__)}; "
+                         "for a batch use jax.vmap(corrupt) with one key per row")
     D = x.shape[-1]
     n = int(round(frac*D))
     idx = jax.random.permutation(key, D)[:n]
