@@ -32,8 +32,7 @@ def circle_points(
     "Draw `n` points uniformly at random on a circle centred at the origin."
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n={n!r}: expected a positive integer number of points")
-    if not radius > 0:
-        raise ValueError(f"radius={radius!r}: expected a positive radius")
+    _check_sigma("radius", radius, "a radius")
     u = jr.uniform(key, (n,))
     angles = 2 * jnp.pi * ((jnp.arange(n) + u) / n if stratified else u)
     return radius * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
@@ -45,13 +44,28 @@ def _is_concrete(value) -> bool:
 
 
 def _check_sigma(name: str, value, what: str = "a noise level") -> None:
-    "Raise a `ValueError` naming `name` if a concrete value (a noise level by default) is not strictly positive."
-    if _is_concrete(value) and not np.all(np.asarray(value) > 0):
-        raise ValueError(f"{name}={value!r}: expected {what} > 0")
+    "Raise a `ValueError` naming `name` if a concrete value (a noise level by default) is not finite and strictly positive."
+    if not _is_concrete(value): return
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise TypeError(f"{name}={value!r}: expected {what}, a number > 0")
+    try: v = np.asarray(value, dtype=float)
+    except (TypeError, ValueError): raise TypeError(f"{name}={value!r}: expected {what}, a number > 0") from None
+    if not np.all(np.isfinite(v) & (v > 0)):
+        raise ValueError(f"{name}={value!r}: expected {what} > 0 (and finite)")
+
+
+def _check_precision(name: str, a) -> None:
+    "Raise a `TypeError` for half-precision arrays: they lose the memories and break `lax.scan`'s fixed carry type."
+    if np.dtype(getattr(a, "dtype", np.float32)) in (np.dtype(np.float16), np.dtype(jnp.bfloat16)):
+        raise TypeError(f"{name} has dtype {a.dtype}: expected float32 (or float64); convert with "
+                        f"{name}.astype(jnp.float32)")
 
 
 def _check_point(x, dim: int, what: str = "x") -> None:
-    "Raise a `ValueError` if `x` is not a single point of dimension `dim`."
+    "Raise a `TypeError`/`ValueError` if `x` is not a single float32 point of dimension `dim`."
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{what} must be an array of shape ({dim},), got {type(x).__name__}")
+    _check_precision(what, x)
     if tuple(x.shape) != (dim,):
         raise ValueError(f"{what} has shape {tuple(x.shape)}: expected one point of shape ({dim},), "
                          f"the dimension of the memories (vmap over a batch)")
@@ -65,6 +79,9 @@ class EmpiricalMemory(eqx.Module):
         if self.Xi.ndim != 2 or self.Xi.shape[0] < 1 or self.Xi.shape[1] < 1:
             raise ValueError(f"Xi has shape {tuple(self.Xi.shape)}: expected (K, D) with K >= 1 memories "
                              f"of dimension D >= 1")
+        _check_precision("Xi", self.Xi)
+        if _is_concrete(self.Xi) and not bool(jnp.all(jnp.isfinite(self.Xi))):
+            raise ValueError("Xi contains NaN or infinite values: expected finite memories")
 
     @property
     def dim(self) -> int: return self.Xi.shape[1]
@@ -130,6 +147,9 @@ def energy_grid(
     n: int = 101,  # grid points per side
 ) -> tuple[Float[Array, "n n"], Float[Array, "n n"], Float[Array, "n n"]]:  # X, Y, energy minus its minimum
     "Evaluate a 2-D energy on a square grid (for contour plots), shifted so that its minimum is 0."
+    _check_sigma("sigma", sigma); _check_sigma("lim", lim, "a half-width")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n={n!r}: expected an integer >= 2 grid points per side")
     g = jnp.linspace(-lim, lim, n)
     X, Y = jnp.meshgrid(g, g)
     pts = rearrange(jnp.stack([X, Y], axis=-1), "h w d -> (h w) d")
@@ -181,8 +201,9 @@ def sample(
     sig = np.asarray(sigmas)
     if sig.ndim != 1 or len(sig) < 2:
         raise ValueError(f"sigmas has shape {sig.shape}: expected a 1-D schedule of at least 2 noise levels")
-    if not np.all(sig[:-1] > 0) or sig[-1] < 0 or not np.all(np.diff(sig) < 0):
-        raise ValueError(f"sigmas={sig}: expected strictly decreasing noise levels, all > 0 but the last (>= 0)")
+    if (sig.dtype.kind not in "iuf" or not np.all(np.isfinite(sig)) or not np.all(sig[:-1] > 0) or sig[-1] < 0
+            or not np.all(np.diff(sig) < 0)):
+        raise ValueError(f"sigmas={sig}: expected strictly decreasing, finite noise levels, all > 0 but the last (>= 0)")
     _check_point(x, model.dim)
     noise = jnp.zeros((len(sig) - 1, model.dim)) if key is None else jr.normal(key, (len(sig) - 1, model.dim))
     return _sample_scan(model, x, jnp.asarray(sigmas), noise, key is not None)
@@ -265,7 +286,7 @@ def potential(
     sigma: Float[ArrayLike, ""],  # its noise level
 ) -> Float[Array, ""]:  # Phi_theta(x, sigma)
     "The potential whose gradient is the denoiser (@eq-energy-net)."
-    _check_point(x, self.dim)
+    _check_point(x, self.dim); _check_sigma("sigma", sigma)
     c = 1 / jnp.sqrt(sigma**2 + self.sigma_data**2)
     t = jnp.log(sigma) / 4 * jnp.asarray(self.freqs)
     u = c * x
@@ -299,6 +320,7 @@ def dsm_loss(
     sigma_data: float,  # data scale in the weight lambda(sigma) = sigma_data / sigma
 ) -> Float[Array, ""]:  # weighted squared error of the denoiser (@eq-dsm) for this one sample
     "Denoising score matching, one sample."
+    _check_sigma("sigma", sigma)
     d = net.denoise(xi + sigma * eps, sigma)
     return sigma_data / sigma * jnp.sum((d - xi) ** 2)
 
@@ -324,6 +346,11 @@ def train_energy_net(
     "Train an `EnergyNet` on `data` with denoising score matching (@eq-dsm)."
     if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
         raise ValueError(f"data has shape {tuple(data.shape)}: expected (K, D) with K >= 1 training points")
+    _check_precision("data", data)
+    if _is_concrete(data) and not bool(jnp.all(jnp.isfinite(data))):
+        raise ValueError("data contains NaN or infinite values: expected finite training points")
+    if isinstance(n_chunks, bool) or not isinstance(n_chunks, (int, np.integer)) or n_chunks < 1:
+        raise ValueError(f"n_chunks={n_chunks!r}: expected a positive integer number of chunks")
     k_init, k_train = jr.split(key)
     net = EnergyNet(data.shape[1], config, key=k_init)
     opt = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.steps))
