@@ -203,7 +203,7 @@ def sample(
         raise ValueError(f"sigmas has shape {sig.shape}: expected a 1-D schedule of at least 2 noise levels")
     if (sig.dtype.kind not in "iuf" or not np.all(np.isfinite(sig)) or not np.all(sig[:-1] > 0) or sig[-1] < 0
             or not np.all(np.diff(sig) < 0)):
-        raise ValueError(f"sigmas={sig}: expected strictly decreasing, finite noise levels, all > 0 but the last (>= 0)")
+        raise ValueError(f"sigmas={sig}: expected strictly decreasing noise levels, finite, all > 0 but the last (>= 0)")
     _check_point(x, model.dim)
     noise = jnp.zeros((len(sig) - 1, model.dim)) if key is None else jr.normal(key, (len(sig) - 1, model.dim))
     return _sample_scan(model, x, jnp.asarray(sigmas), noise, key is not None)
