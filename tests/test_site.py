@@ -1,7 +1,18 @@
 """The website as a reader sees it: build it with tools/build_site (pandoc here, Quarto in production), serve it on
-127.0.0.1 and load every page in headless Chromium. A page fails on a request that leaves the machine, a missing
-local resource, a JavaScript error, a broken local link, a figure without a caption, an unresolved citation or
-cross-reference, or a <video> that never becomes playable."""
+127.0.0.1 and load every page in headless Chromium.
+
+A page fails on: a request that leaves the machine or a local resource that is missing, a console error, a <video>
+that does not play, an <img> without alt text, a link (or #anchor) that leads nowhere, a figure without a caption,
+an unresolved citation or cross-reference, a heading missing from the table of contents, a chapter missing from
+the sidebar or a missing previous/next link, and build-machine debris in the text: absolute paths of the build
+machine, Python tracebacks, progress bars, raw TeX outside maths, "0.0 s" timings, bare numbers left by a cell.
+
+Needs Debian's `chromium` and `chromium-driver`; without them the test fails (it never skips). Set
+AMTUTORIAL_SCREENSHOTS=folder to keep a full-page screenshot of every page."""
+import base64
+import importlib.machinery
+import importlib.util
+import io
 import json
 import os
 import re
@@ -18,9 +29,21 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
-                                reason="Debian's chromium and chromium-driver are not installed")
+_loader = importlib.machinery.SourceFileLoader("build_site", str(ROOT / "tools" / "build_site"))
+bs = importlib.util.module_from_spec(importlib.util.spec_from_loader("build_site", _loader))
+_loader.exec_module(bs)
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and Path(p).exists()), None)
+CHROMEDRIVER = next((p for p in ("/usr/bin/chromedriver", shutil.which("chromedriver")) if p and Path(p).exists()), None)
+MISSING_BROWSER = ("headless Chromium is needed to check the website: install Debian's packages "
+                   "`chromium` and `chromium-driver` (sudo apt-get install chromium chromium-driver)")
+
+# what a reader must never see on a page
+MACHINE_PATH = re.compile(r"(?<![\w.:/-])/(?:work|root|tmp|home)/")
+TRACEBACK = "Traceback (most recent call last)"
+TQDM = re.compile(r"\d{1,3}%\|.*\|\s*[\d.]+[kMGT]?/[\d.?]+[kMGT]?\s*\[")
+RAW_TEX = re.compile(r"\$[^$\s][^$\n]{0,200}?\$|\\(?:[A-Za-z]{2,}|_)\b|\$E_")
+ZERO_TIMING = re.compile(r"(?<![\d.])0\.0 ?s\b")
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -37,20 +60,24 @@ def site(tmp_path_factory):
     assert "renderer: pandoc" in r.stdout  # it says which renderer it used
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(out)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield out, f"http://127.0.0.1:{server.server_port}"
+    yield out, f"http://127.0.0.1:{server.server_port}", r.stdout
     server.shutdown()
     server.server_close()
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.fail(MISSING_BROWSER)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", "--window-size=1280,1600", "--autoplay-policy=no-user-gesture-required"]:
+              "--disable-dev-shm-usage", "--window-size=1400,1000", "--hide-scrollbars", "--mute-audio",
+              "--autoplay-policy=no-user-gesture-required",
+              f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
@@ -59,69 +86,169 @@ def browser():
 
 
 def pages_of(out):
-    return sorted(str(p.relative_to(out)) for p in out.rglob("*.html"))
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*.html"))
 
 
-def test_site_has_every_notebook(site):
-    out, _ = site
-    pages = pages_of(out)
-    assert "index.html" in pages and "lib/data_utils.html" in pages
-    sidebar = (ROOT / "nbs" / "sidebar.yml").read_text()
-    for nb in re.findall(r"([\w./-]+\.ipynb)", sidebar):
-        if (ROOT / "nbs" / nb).exists():
-            page = re.sub(r"(^|/)\d+_", r"\1", nb).replace(".ipynb", ".html")
-            assert page in pages or nb == "index.ipynb", f"{nb} was not rendered"
+def expected_pages():
+    return ["index.html" if nb.name == "index.ipynb" and nb.parent == bs.NBS else bs.page_name(nb)
+            for nb in bs.chapters()]
+
+
+def test_sidebar_is_the_notebooks_present():
+    "nbs/sidebar.yml (Quarto) lists the chapters by the same rule as the pandoc build: run tools/build_site --sidebar."
+    assert (ROOT / "nbs" / "sidebar.yml").read_text() == bs.sidebar_yml(), \
+        "nbs/sidebar.yml is stale: run tools/build_site --sidebar and commit it"
+    chapters = [nb.relative_to(bs.NBS).as_posix() for nb in bs.chapters()]
+    on_disk = sorted(p.relative_to(bs.NBS).as_posix() for p in bs.NBS.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    assert sorted(chapters) == on_disk and chapters[0] == "index.ipynb"
+
+
+def test_site_has_every_chapter(site):
+    out, _, log = site
+    assert pages_of(out) == sorted(expected_pages())
+    assert "[WARNING]" not in log and "Could not convert TeX" not in log, log
+
+
+def _page_text(browser):
+    "The rendered prose of the page: without code, maths, scripts and styles."
+    return browser.execute_script(
+        "const b = document.querySelector('main').cloneNode(true);"
+        "b.querySelectorAll('pre, code, math, script, style').forEach(e => e.remove());"
+        "return b.innerText")
+
+
+def _videos_play(browser, timeout=20):
+    "Start every <video>; [(src, readyState, duration, currentTime)] of those that did not play."
+    browser.execute_script("document.querySelectorAll('video').forEach(v => { v.muted = true; v.play().catch(() => {}); })")
+    deadline = time.time() + timeout
+    check = ("return [...document.querySelectorAll('video')].filter(v => !(v.readyState >= 2 && v.duration > 0 "
+             "&& v.currentTime > 0)).map(v => [v.currentSrc.slice(0, 80), v.readyState, v.duration, v.currentTime])")
+    bad = browser.execute_script(check)
+    while bad and time.time() < deadline:
+        time.sleep(0.25)
+        bad = browser.execute_script(check)
+    return bad
+
+
+def _screenshot(browser, dest):
+    "A full-page screenshot (capped at 20 000 px)."
+    h = min(browser.execute_script("return document.documentElement.scrollHeight"), 20000)
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 1400, "height": h, "deviceScaleFactor": 1, "mobile": False})
+    png = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})["data"]
+    browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    Path(dest).write_bytes(base64.b64decode(png))
 
 
 def test_every_page_in_chromium(site, browser):
-    out, base = site
+    out, base, _ = site
     shots = os.environ.get("AMTUTORIAL_SCREENSHOTS")
-    problems = []
-    for page in pages_of(out):
+    pages = pages_of(out)
+    problems, anchors, ids = [], [], {}
+    browser.get("about:blank")  # let the browser's own start-up requests pass before the first page
+    for page in pages:
         browser.get_log("performance"), browser.get_log("browser")  # drop what earlier pages left
         browser.get(f"{base}/{page}")
-        # wait for every <video> to load its metadata (readyState >= 1) with a real duration
-        deadline = time.time() + 20
-        while time.time() < deadline and not browser.execute_script(
-                "return [...document.querySelectorAll('video')].every(v => v.readyState >= 1 && v.duration > 0)"):
-            time.sleep(0.2)
-        videos = browser.execute_script(
-            "return [...document.querySelectorAll('video')].map(v => [v.currentSrc, v.readyState, v.duration])")
-        for src, state, dur in videos:
-            if not (state >= 1 and dur and dur > 0):
-                problems.append(f"{page}: video {src} not playable (readyState {state}, duration {dur})")
+        for src, state, dur, t in _videos_play(browser):
+            problems.append(f"{page}: video {src} does not play (readyState {state}, duration {dur}, time {t})")
+        # every request stays on this machine and succeeds
         for entry in browser.get_log("performance"):
             msg = json.loads(entry["message"])["message"]
             method, params = msg["method"], msg.get("params", {})
             if method == "Network.requestWillBeSent":
                 url = params["request"]["url"]
-                if not (url.startswith(base) or url.startswith("data:") or url.startswith("blob:")):
-                    problems.append(f"{page}: request to the network: {url}")
+                if url.startswith(("http:", "https:", "ws:", "wss:", "ftp:")) and not url.startswith(base):
+                    problems.append(f"{page}: request to the network: {url[:100]}")
             elif method == "Network.responseReceived" and params["response"]["status"] >= 400:
                 problems.append(f"{page}: {params['response']['status']} for {params['response']['url']}")
             elif method == "Network.loadingFailed" and not params.get("canceled"):
                 problems.append(f"{page}: failed to load a resource: {params.get('errorText')}")
         for entry in browser.get_log("browser"):
             if entry["level"] == "SEVERE":
-                problems.append(f"{page}: console error: {entry['message']}")
-        # figures carry captions; citations and cross-references are resolved
+                problems.append(f"{page}: console error: {entry['message'][:200]}")
+        # every resource named by the page exists on disk (also those the browser did not fetch yet)
+        for url in browser.execute_script(
+                "return [...document.querySelectorAll('[src], link[href], source[src]')].map(e => e.src || e.href)"):
+            if url.startswith(base):
+                if not (out / unquote(urlparse(url).path).lstrip("/")).is_file():
+                    problems.append(f"{page}: missing resource {url}")
+            elif not url.startswith(("data:", "blob:")):
+                problems.append(f"{page}: resource from outside the site: {url[:100]}")
+        for tag in browser.execute_script(
+                "return [...document.querySelectorAll('img')].filter(i => !(i.getAttribute('alt') || '').trim())"
+                ".map(i => i.outerHTML.slice(0, 100))"):
+            problems.append(f"{page}: image without alt text: {tag}")
+        # links: collected here, checked once every page's anchors are known
+        ids[page] = set(browser.execute_script(
+            "return [...document.querySelectorAll('[id]')].map(e => e.id)"
+            ".concat([...document.querySelectorAll('a[name]')].map(a => a.name))"))
+        for href in browser.execute_script("return [...document.querySelectorAll('a[href]')].map(a => a.href)"):
+            if href.startswith(base):
+                anchors.append((page, href))
+        # figures carry captions; citations, cross-references and the reference list resolve
         uncaptioned = browser.execute_script(
             "return [...document.querySelectorAll('figure')].filter(f => !f.querySelector('figcaption')).length")
         if uncaptioned:
             problems.append(f"{page}: {uncaptioned} figure(s) without a caption")
-        text = browser.execute_script(  # the prose: code may mention @labels in comments
-            "const b = document.body.cloneNode(true); b.querySelectorAll('pre, code').forEach(e => e.remove());"
-            "return b.innerText")
-        for bad in re.findall(r"\?\?\?|@(?:fig|eq|tbl)-[\w-]+|\[@[\w:-]+", text):
+        text = _page_text(browser)
+        for bad in re.findall(r"\?\?\?|@(?:fig|eq|tbl|sec)-[\w-]+|\[@[\w:-]+", text):
             problems.append(f"{page}: unresolved reference {bad!r}")
-        # local links point at files that exist
-        for href in browser.execute_script("return [...document.querySelectorAll('a[href]')].map(a => a.href)"):
-            u = urlparse(href)
-            if href.startswith(base) and u.path:
-                target = out / unquote(u.path).lstrip("/")
-                if not target.exists():
-                    problems.append(f"{page}: broken link {href}")
+        cites = browser.execute_script(
+            "return [...document.querySelectorAll('.citation')].flatMap(c => (c.dataset.cites || '').split(' '))")
+        for key in sorted(set(cites)):
+            if f"ref-{key}" not in ids[page]:
+                problems.append(f"{page}: citation {key} is not in the page's References")
+        if cites and not browser.execute_script(
+                "const h = [...document.querySelectorAll('main h2')].map(h => h.textContent.trim());"
+                "return h.includes('References') && !!document.querySelector('#refs .csl-entry')"):
+            problems.append(f"{page}: cites the literature but has no References section")
+        # the table of contents lists every heading of the text (callout titles are not headings)
+        missing = browser.execute_script(
+            "const toc = new Set([...document.querySelectorAll('nav.toc a')].map(a => a.getAttribute('href')));"
+            "return [...document.querySelectorAll('main h2[id], main h3[id]')]"
+            ".filter(h => !h.closest('.callout') && !toc.has('#' + h.id)).map(h => h.textContent.trim())")
+        for h in missing:
+            problems.append(f"{page}: heading {h!r} is not in the table of contents")
+        # navigation: every chapter in the sidebar, previous/next links
+        side = {urlparse(h).path.lstrip("/") for h in browser.execute_script(
+            "return [...document.querySelectorAll('nav.sidebar a')].map(a => a.href)")}
+        if side != set(expected_pages()):
+            problems.append(f"{page}: sidebar lists {sorted(side)}, not every chapter")
+        order = expected_pages()
+        want = {"prev"} if page == order[-1] else {"next"} if page == order[0] else {"prev", "next"}
+        have = set(browser.execute_script("return [...document.querySelectorAll('nav.pagenav a')].map(a => a.className)"))
+        if have != want:
+            problems.append(f"{page}: previous/next links {sorted(have)}, expected {sorted(want)}")
+        # build-machine debris
+        full = browser.execute_script("return document.body.innerText")
+        source = re.sub(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+", "data:", (out / page).read_text())
+        for where, s in (("text", full), ("HTML", source)):
+            for m in set(MACHINE_PATH.findall(s)):
+                problems.append(f"{page}: the {where} contains a path of the build machine ({m}…)")
+        if TRACEBACK in full:
+            problems.append(f"{page}: a Python traceback")
+        for line in full.splitlines():
+            if TQDM.search(line):
+                problems.append(f"{page}: a progress bar: {line.strip()[:100]!r}")
+        for m in RAW_TEX.findall(text):
+            problems.append(f"{page}: raw TeX outside maths: {m!r}")
+        for m in ZERO_TIMING.findall(text + "\n".join(browser.execute_script(
+                "return [...document.querySelectorAll('pre.cell-output')].map(p => p.innerText)"))):
+            problems.append(f"{page}: a timing of {m!r} (build-machine output)")
+        for v in browser.execute_script(
+                "return [...document.querySelectorAll('pre.cell-output-display')].map(p => p.innerText.trim())"
+                ".filter(t => /^-?\\d+$/.test(t))"):
+            problems.append(f"{page}: a stray return value {v!r}")
         if shots:
             Path(shots).mkdir(parents=True, exist_ok=True)
-            browser.save_screenshot(str(Path(shots) / (page.replace("/", "__") + ".png")))
-    assert not problems, "\n".join(problems)
+            _screenshot(browser, Path(shots) / (page.replace("/", "__") + ".png"))
+    for page, href in anchors:
+        u = urlparse(href)
+        target = unquote(u.path).lstrip("/") or "index.html"
+        if target.endswith("/"):
+            target += "index.html"
+        if not (out / target).is_file():
+            problems.append(f"{page}: broken link {href}")
+        elif u.fragment and target in ids and unquote(u.fragment) not in ids[target]:
+            problems.append(f"{page}: link to a missing anchor {href}")
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
