@@ -252,3 +252,15 @@ def test_every_page_in_chromium(site, browser):
         elif u.fragment and target in ids and unquote(u.fragment) not in ids[target]:
             problems.append(f"{page}: link to a missing anchor {href}")
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
+
+
+def test_readme_links_resolve():
+    "README.md is read at the top of the repository (GitHub, PyPI): its relative links and images exist there."
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r'\b(?:src|href)="([^"]+)"', text)
+    relative = [t.split("#")[0] for t in targets if not re.match(r"^(?:[A-Za-z][\w+.-]*:|#)", t)]
+    assert relative, "the README links no chapter"
+    assert not [t for t in relative if t.startswith(("/", ".."))], "the README points outside the repository"
+    missing = [t for t in relative if not (ROOT / unquote(t)).exists()]
+    assert not missing, f"README links that do not resolve from the repository root: {missing}"
+    assert "../shared" not in text
