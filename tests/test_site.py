@@ -101,6 +101,10 @@ def test_sidebar_is_the_notebooks_present():
     chapters = [nb.relative_to(bs.NBS).as_posix() for nb in bs.chapters()]
     on_disk = sorted(p.relative_to(bs.NBS).as_posix() for p in bs.NBS.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     assert sorted(chapters) == on_disk and chapters[0] == "index.ipynb"
+    quarto = (ROOT / "nbs" / "_quarto.yml").read_text()  # the production site has the same structure
+    assert (ROOT / "_quarto.yml").is_symlink() and "sidebar.yml" in quarto
+    for option in ("page-navigation: true", "toc: true", "toc-depth: 3", "html-math-method: mathml"):
+        assert option in quarto, f"nbs/_quarto.yml lacks {option!r}"
 
 
 def test_site_has_every_chapter(site):
