@@ -268,3 +268,52 @@ def test_readme_links_resolve():
     missing = [t for t in relative if not (ROOT / unquote(t)).exists()]
     assert not missing, f"README links that do not resolve from the repository root: {missing}"
     assert "../shared" not in text
+
+
+def _nb(*cells):
+    out = []
+    for kind, src, *outs in cells:
+        c = {"cell_type": kind, "metadata": {}, "source": src}
+        if kind == "code":
+            c.update(execution_count=None, outputs=outs[0] if outs else [])
+        out.append(c)
+    return {"cells": out, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_renderer_features(tmp_path, monkeypatch):
+    "Quarto's notebook features in the pandoc build: callouts (collapsed too, around code cells), code-fold, echo, hide."
+    nbs = tmp_path / "nbs"
+    (nbs / "tutorial").mkdir(parents=True)
+    for f in ("references.bib", "styles.css", "favicon.svg", "nbdev.yml"):
+        shutil.copy(ROOT / "nbs" / f, nbs / f)
+    (nbs / "index.ipynb").write_text(json.dumps(_nb(("markdown", "# Home\n\nSee [the chapter](tutorial/00_demo.ipynb)."))))
+    stream = lambda text, name="stdout": {"output_type": "stream", "name": name, "text": text}
+    demo = _nb(
+        ("markdown", "# Demo\n\n> A page.\n\n## First\n\nText with $E_\\beta$ [@hopfield1982neural]."),
+        ("code", "#| default_exp demo\nimport os"),
+        ("code", "#| hide\nsecret_hidden_cell = 1"),
+        ("code", "#| code-fold: true\n#| code-summary: Show the plot code\nfolded_code = 2", [stream("folded output\n")]),
+        ("code", "#| echo: false\nnot_echoed = 3", [stream("echo-false output\n")]),
+        ("code", "loop = 4", [stream("\r 50%|#####     | 1/2 [00:01<00:01, 1.0it/s]\r100%|##########| 2/2 [00:02<00:00, 1.0it/s]\n",
+                                    "stderr"), stream("kept line\n")]),
+        ("markdown", '::: {.callout-tip collapse="true"}\n## Checks of the above'),
+        ("code", "assert_inside_callout = 5", [stream("checked\n")]),
+        ("markdown", ":::\n\n::: {.callout-note}\nA plain note.\n:::\n\n### Later heading\n\nMore."),
+    )
+    (nbs / "tutorial" / "00_demo.ipynb").write_text(json.dumps(demo))
+    monkeypatch.setattr(bs, "NBS", nbs)
+    out = tmp_path / "site"
+    bs.render_pandoc(out, bs.chapters())
+    page = (out / "tutorial" / "demo.html").read_text()
+    assert "secret_hidden_cell" not in page and "default_exp" not in page
+    assert re.search(r'<details class="code-fold">\s*<summary>\s*Show the plot code\s*</summary>', page)
+    assert "folded_code" in page and "folded output" in page
+    assert "not_echoed" not in page and "echo-false output" in page
+    assert "it/s" not in page and "kept line" in page
+    m = re.search(r'<details class="callout callout-tip">(.*?)</details>', page, re.S)
+    assert m and "Checks of the above" in m.group(1) and "assert_inside_callout" in m.group(1) and "checked" in m.group(1)
+    assert '<div class="callout callout-note">' in page and "A plain note." in page
+    toc = re.search(r'<nav class="toc".*?</nav>', page, re.S).group(0)
+    assert "First" in toc and "Later heading" in toc and "Checks of the above" not in toc
+    assert "<math" in page and "$E_" not in page and 'id="ref-hopfield1982neural"' in page
+    assert 'href="../index.html"' in page and 'href="tutorial/demo.html">the chapter' in (out / "index.html").read_text()
