@@ -22,18 +22,48 @@ from tqdm.auto import tqdm
 # %% ../nbs/tutorial/04_distributed_memory.ipynb #7a5e1fa9
 def _check_beta(beta) -> None:
     "Raise a `ValueError` if the inverse temperature is not a positive number."
-    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)) or not beta > 0:
-        raise ValueError(f"beta={beta!r}: expected an inverse temperature > 0 (a Python number)")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
+        raise TypeError(f"beta={beta!r}: expected an inverse temperature > 0 (a Python number)")
+    if not (np.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta={beta!r}: expected an inverse temperature > 0 (finite)")
+
+
+def _check_positive(name: str, value, what: str) -> None:
+    "Raise unless `value` is a finite number > 0 (Python, NumPy or a 0-d array), naming `name`."
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise TypeError(f"{name}={value!r}: expected a positive {what} (a number)")
+    try: v = float(value)
+    except (TypeError, ValueError): raise TypeError(f"{name}={value!r}: expected a positive {what} (a number)") from None
+    if not (np.isfinite(v) and v > 0): raise ValueError(f"{name}={value!r}: expected a positive {what} (finite)")
+
+
+def _check_count(name: str, value, what: str) -> None:
+    "Raise a `ValueError` unless `value` is an integer >= 1 (not a bool), naming `name`."
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r}: expected a positive integer ({what})")
+
+
+def _check_precision(name: str, a) -> None:
+    "Raise a `TypeError` for half-precision arrays: float16 overflows exp(beta ...) and changes `lax.scan`'s carry type."
+    if np.dtype(getattr(a, "dtype", np.float32)) in (np.dtype(np.float16), np.dtype(jnp.bfloat16)):
+        raise TypeError(f"{name} has dtype {a.dtype}: expected float32 (or float64); convert with "
+                        f"{name}.astype(jnp.float32)")
 
 
 def _check_memories(Xi) -> None:
     "Raise a `ValueError` unless `Xi` is a (K, D) array with K >= 1 and D >= 1."
     if Xi.ndim != 2 or Xi.shape[0] < 1 or Xi.shape[1] < 1:
         raise ValueError(f"Xi has shape {tuple(Xi.shape)}: expected (K, D) with K >= 1 memories of dimension D >= 1")
+    _check_precision("Xi", Xi)
+    if not isinstance(Xi, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(Xi))):
+        raise ValueError("Xi contains NaN or infinite values: expected finite memories")
 
 
 def _check_state(x, dim: int, what: str = "x") -> None:
-    "Raise a `ValueError` unless `x` is one state of dimension `dim`."
+    "Raise a `TypeError`/`ValueError` unless `x` is one float32 state of dimension `dim`."
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{what} must be an array of shape ({dim},), got {type(x).__name__}")
+    _check_precision(what, x)
     if tuple(x.shape) != (dim,):
         raise ValueError(f"{what} has shape {tuple(x.shape)}: expected one state of shape ({dim},), the dimension "
                          f"of the memories (vmap over a batch)")
@@ -103,8 +133,7 @@ def random_features(
 ) -> RandomFeatures:
     "Draw a random Fourier feature map for the kernel exp(-beta |x - y|^2 / 2)."
     _check_beta(beta)
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim={dim!r}: expected a positive integer dimension")
+    _check_count("dim", dim, "the dimension D of the states")
     if not isinstance(n_freqs, (int, np.integer)) or isinstance(n_freqs, bool) or n_freqs < 1:
         raise ValueError(f"n_freqs={n_freqs!r}: too few features; expected an integer >= 1 (and in practice "
                          f"thousands: the error shrinks like 1/sqrt(n_freqs))")
@@ -157,7 +186,7 @@ def distributed_memory(
     chunk: int = 1024,  # memories featurised at a time (bounds the working memory)
 ) -> DistributedMemory:
     "Write every row of `Xi` into one feature vector T = sum_mu phi(xi_mu)."
-    _check_memories(Xi)
+    _check_memories(Xi); _check_count("chunk", chunk, "memories featurised at a time")
     if Xi.shape[1] != features.dim:
         raise ValueError(f"Xi has dimension {Xi.shape[1]} but the feature map expects states of dimension "
                          f"{features.dim}")
@@ -188,8 +217,9 @@ def unit_memories(
     key: PRNGKeyArray,  # randomness
 ) -> Float[Array, "n dim"]:  # K random memories on the unit sphere
     "Random memories drawn uniformly on the unit sphere."
-    if not isinstance(n, (int, np.integer)) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n={n!r}: expected at least one memory (K >= 1)")
+    _check_count("dim", dim, "the dimension D")
     x = jr.normal(key, (n, dim))
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -216,8 +246,7 @@ def retrieve(
     _check_state(x, memory.dim)
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps={steps!r}: expected a positive integer")
-    if not step_size > 0:
-        raise ValueError(f"step_size={step_size!r}: expected a positive step size")
+    _check_positive("step_size", step_size, "step size")
     return _descend(memory, x, step_size, int(steps))
 
 # %% ../nbs/tutorial/04_distributed_memory.ipynb #c2f15795
@@ -234,6 +263,7 @@ def time_per_query(
     repeats: int = 20,  # timed calls (after one warm-up call); the fastest is reported
 ) -> float:  # seconds per query (energy and gradient)
     "Wall time of one energy-and-gradient evaluation per query: the fastest of `repeats` batched calls."
+    _check_count("repeats", repeats, "timed calls")
     if queries.ndim != 2 or queries.shape[1] != memory.dim:
         raise ValueError(f"queries has shape {tuple(queries.shape)}: expected (N, {memory.dim})")
     f, params = _query_fn(memory)
