@@ -294,8 +294,9 @@ def test_renderer_features(tmp_path, monkeypatch):
         ("code", "#| hide\nsecret_hidden_cell = 1"),
         ("code", "#| code-fold: true\n#| code-summary: Show the plot code\nfolded_code = 2", [stream("folded output\n")]),
         ("code", "#| echo: false\nnot_echoed = 3", [stream("echo-false output\n")]),
-        ("code", "loop = 4", [stream("\r 50%|#####     | 1/2 [00:01<00:01, 1.0it/s]\r100%|##########| 2/2 [00:02<00:00, 1.0it/s]\n",
-                                    "stderr"), stream("kept line\n")]),
+        ("code", "#| warning: true\nloop = 4", [stream("\r 50%|#####     | 1/2 [00:01<00:01, 1.0it/s]\r100%|##########| "
+                                                      "2/2 [00:02<00:00, 1.0it/s]\nkept warning\n", "stderr"), stream("kept line\n")]),
+        ("code", "quiet = 6", [stream("dropped warning\n", "stderr")]),
         ("markdown", '::: {.callout-tip collapse="true"}\n## Checks of the above'),
         ("code", "assert_inside_callout = 5", [stream("checked\n")]),
         ("markdown", ":::\n\n::: {.callout-note}\nA plain note.\n:::\n\n### Later heading\n\nMore."),
@@ -309,7 +310,8 @@ def test_renderer_features(tmp_path, monkeypatch):
     assert re.search(r'<details class="code-fold">\s*<summary>\s*Show the plot code\s*</summary>', page)
     assert "folded_code" in page and "folded output" in page
     assert "not_echoed" not in page and "echo-false output" in page
-    assert "it/s" not in page and "kept line" in page
+    assert "it/s" not in page and "kept line" in page and "kept warning" in page
+    assert "dropped warning" not in page  # nbs/_quarto.yml says `warning: false`: stderr only where a cell asks
     m = re.search(r'<details class="callout callout-tip">(.*?)</details>', page, re.S)
     assert m and "Checks of the above" in m.group(1) and "assert_inside_callout" in m.group(1) and "checked" in m.group(1)
     assert '<div class="callout callout-note">' in page and "A plain note." in page
