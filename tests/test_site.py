@@ -234,6 +234,9 @@ def test_every_page_in_chromium(site, browser):
         for line in full.splitlines():
             if TQDM.search(line):
                 problems.append(f"{page}: a progress bar: {line.strip()[:100]!r}")
+        for line in text.splitlines():
+            if line.strip().startswith(":::"):
+                problems.append(f"{page}: a fenced div that did not render (unbalanced ':::'?): {line.strip()[:60]!r}")
         for m in RAW_TEX.findall(text):
             problems.append(f"{page}: raw TeX outside maths: {m!r}")
         for m in ZERO_TIMING.findall(text + "\n".join(browser.execute_script(
