@@ -54,7 +54,8 @@ class _Quiet(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "_docs"
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "build_site"), "--renderer", "pandoc", "--out", str(out)],
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "build_site"), "--renderer", "pandoc", "--out", str(out),
+                        "--keep-sidebar"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "renderer: pandoc" in r.stdout  # it says which renderer it used
