@@ -149,7 +149,7 @@ def test_every_page_in_chromium(site, browser):
     out, base, _ = site
     shots = os.environ.get("AMTUTORIAL_SCREENSHOTS")
     pages = pages_of(out)
-    problems, anchors, ids = [], [], {}
+    problems, anchors, ids, summary = [], [], {}, []
     browser.get("about:blank")  # let the browser's own start-up requests pass before the first page
     for page in pages:
         browser.get_log("performance"), browser.get_log("browser")  # drop what earlier pages left
@@ -247,6 +247,10 @@ def test_every_page_in_chromium(site, browser):
                 "return [...document.querySelectorAll('pre.cell-output-display')].map(p => p.innerText.trim())"
                 ".filter(t => /^-?\\d+$/.test(t))"):
             problems.append(f"{page}: a stray return value {v!r}")
+        summary.append((page, browser.execute_script(
+            "const code = [...document.querySelectorAll('main div.sourceCode')];"
+            "return [document.documentElement.scrollHeight, code.filter(e => e.checkVisibility()).length,"
+            " code.filter(e => !e.checkVisibility()).length, document.querySelectorAll('main figure').length]")))
         if shots:
             Path(shots).mkdir(parents=True, exist_ok=True)
             _screenshot(browser, Path(shots) / (page.replace("/", "__") + ".png"))
@@ -259,6 +263,11 @@ def test_every_page_in_chromium(site, browser):
             problems.append(f"{page}: broken link {href}")
         elif u.fragment and target in ids and unquote(u.fragment) not in ids[target]:
             problems.append(f"{page}: link to a missing anchor {href}")
+    table = "\n".join(f"{p:40s} {h:6d} px  {shown:3d} code blocks shown, {folded:3d} folded, {figs:2d} figures"
+                      for p, (h, shown, folded, figs) in summary)
+    if shots:
+        (Path(shots) / "summary.txt").write_text(table + "\n")
+    print(table)
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
 
 
