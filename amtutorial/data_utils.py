@@ -156,6 +156,8 @@ def get_et_imgs(
     progress:bool=True, # Show download progress bars
 )->np.ndarray: # (11, 224, 224, 3) uint8 images, in the order of `ET_IMG_NAMES`
     "The eleven ImageNet validation pictures of the Energy Transformer paper's demo."
+    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://", "ftp://")):
+        raise ValueError(f"base_url must be an http://, https:// or ftp:// URL string, got {base_url!r}")
     paths = [fetch_file(f"{base_url.rstrip('/')}/et-figs/{n}", n, f"sha256:{h}", subdir="et-figs", progress=progress)
              for n, h in ET_IMG_SHA256.items()]
     return np.stack([_read_rgb(p, (224, 224)) for p in paths])
@@ -361,21 +363,21 @@ def _npz_hint(path:Path)->str:
 def read_npz(
     path:str|os.PathLike, # An `.npz` file
     max_bytes:int=MAX_NPZ_BYTES, # Refuse archives whose arrays would take more memory than this, in bytes
-    what:str="npz checkpoint", # What the file should be, for error messages
+    what:str="an npz checkpoint", # What the file should be, with its article, for error messages
 )->dict: # name → np.ndarray
     "The arrays of an `.npz` file, checked before anything is decompressed (size, headers, no Python objects)."
     path = _as_path(path, "path")
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes <= 0:
         raise ValueError(f"max_bytes must be a positive whole number of bytes, got {max_bytes!r}")
-    if not path.is_file(): raise FileNotFoundError(f"No {what} at {str(path)!r}")
+    if not path.is_file(): raise FileNotFoundError(f"No file at {str(path)!r}")
     src = repr(str(path))
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{src} is not an {what}: not a readable .npz archive ({_npz_hint(path)})")
+        raise CheckpointError(f"{src} is not {what}: not a readable .npz archive ({_npz_hint(path)})")
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
             if odd := [i.filename for i in infos if not i.filename.endswith(".npy")]:
-                raise CheckpointError(f"{src} is not an {what}: its member(s) {odd[:3]} are not .npy arrays")
+                raise CheckpointError(f"{src} is not {what}: its member(s) {odd[:3]} are not .npy arrays")
             # the sizes the archive's table of contents promises; reading never inflates a member past them
             total = sum(i.file_size for i in infos)
             if total > max_bytes:
@@ -401,9 +403,9 @@ def read_npz(
     except ValueError as e:
         if "allow_pickle" in str(e) or "Object arrays" in str(e):
             raise CheckpointError(f"{src} holds pickled Python objects, which are never loaded") from e
-        raise CheckpointError(f"{src} is not an {what}: not a readable .npz archive ({e})") from e
+        raise CheckpointError(f"{src} is not {what}: not a readable .npz archive ({e})") from e
     except Exception as e:  # zipfile.BadZipFile (bad CRC, truncated member), OSError, EOFError and friends
-        raise CheckpointError(f"{src} is not an {what}: not a readable .npz archive ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{src} is not {what}: not a readable .npz archive ({type(e).__name__}: {e})") from e
 
 def read_et_checkpoint(
     path:str|os.PathLike, # An `.npz` file in the ET checkpoint format (the paper's or ours)
@@ -413,7 +415,7 @@ def read_et_checkpoint(
     path = _as_path(path, "path")
     if not path.is_file(): raise FileNotFoundError(f"No checkpoint at {str(path)!r}")
     src = repr(str(path))
-    raw = read_npz(path, max_bytes, what="npz checkpoint")
+    raw = read_npz(path, max_bytes)
     config = None
     if "config" in raw:
         c = raw.pop("config")

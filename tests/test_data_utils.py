@@ -374,3 +374,25 @@ def test_atomic_savez_compressed_round_trip(tmp_path):
         with np.load(p, allow_pickle=False) as z: assert np.array_equal(z["a"], a)
     assert packed.stat().st_size < plain.stat().st_size / 10
     assert sorted(f.name for f in tmp_path.iterdir()) == ["c.npz", "p.npz"]   # no temporary file left
+
+
+@pytest.mark.parametrize("layout", ["empty", "clone"])
+def test_import_beside_a_folder_named_amtutorial(tmp_path, layout):
+    """Started from a folder that holds a directory named `amtutorial` without `__init__.py` (the clone itself,
+    when the repository was cloned under its own name), Python may import that directory as a namespace package;
+    `data_utils` must still find the real package's files (it once crashed on `Path(None)`)."""
+    import os
+    import subprocess
+    import sys
+    shadow = tmp_path / "amtutorial"
+    shadow.mkdir()
+    if layout == "clone":
+        (shadow / "settings.ini").write_text("[DEFAULT]\n")
+        (shadow / "nbs").mkdir()
+    code = ("import amtutorial.data_utils as du; print(du.ASSETS); "
+            "print(du.load_fashion_mnist_sample()[0].shape)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assets, shape = r.stdout.split("\n")[:2]
+    assert assets == str(du.ASSETS) and shape == "(500, 28, 28)"

@@ -1,0 +1,406 @@
+"""Bad inputs to the public API: each one is a `ValueError`/`TypeError` whose message names the argument (or the
+array inside a checkpoint) at fault, raised before any work, and nothing is written or overwritten on the way.
+
+Each case is `Case(id, call, arg)`: `call(t)` is run in a sandbox (`t.tmp` an empty folder that is also the
+working directory, the cache directory set to `t.tmp/cache`, not yet created); `arg` is the name the message must
+contain. A message from the tests' jaxtyping hook counts when it says which parameter it was checking. `setup(t)`,
+when given, prepares input files before the sandbox is photographed.
+"""
+import os
+import pickle
+import re
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+from amtutorial import data_utils as du
+from amtutorial import dense_storage as ds
+from amtutorial import diffusion as df
+from amtutorial import distributed_memory as dm
+
+NAN, INF = float("nan"), float("inf")
+KEY = jr.key(0)
+# ±1 patterns for the binary memories; real-valued memories for the continuous ones
+P = np.where(np.random.default_rng(0).standard_normal((6, 16)) > 0, 1, -1).astype(np.float32)
+X0 = jnp.asarray(P[0])
+XI = jr.normal(jr.key(1), (5, 4))
+EM = df.EmpiricalMemory(XI)
+DENSE = dm.DenseMemory(XI, 2.0)
+FEATS = dm.random_features(4, 8, 2.0, key=KEY)
+AM = ds.ExponentialAM(P, 5.0)
+
+
+def toy_arrays(**changes):
+    "A valid ET checkpoint (H=2, Y=3, D=4, M=5, P=6, N=7) with some arrays replaced."
+    shapes = {"Wk": (2, 3, 4), "Wq": (2, 3, 4), "Xi": (4, 5), "Wenc": (6, 4), "Benc": (4,), "Wdec": (4, 6),
+              "Bdec": (6,), "POS_embed": (7, 4), "CLS_token": (4,), "MASK_token": (4,), "LNORM_gamma": (),
+              "LNORM_bias": (4,)}
+    rng = np.random.default_rng(0)
+    arrs = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    arrs.update(changes)
+    return {k: v for k, v in arrs.items() if v is not None}
+
+
+def with_nan(a, value=NAN):
+    a = np.array(a, copy=True)
+    a.flat[0] = value
+    return a
+
+
+@dataclass
+class Case:
+    id: str
+    call: Callable  # call(t): the bad call
+    arg: str  # the name the message must contain
+    setup: Callable | None = None  # setup(t): files the call reads, made before the snapshot
+    exc: tuple = (ValueError, TypeError)
+
+
+def _npz(t, name, **arrays):
+    np.savez(t.tmp / name, **arrays)
+    return t.tmp / name
+
+
+def _raw(t, name, data: bytes):
+    (t.tmp / name).write_bytes(data)
+    return t.tmp / name
+
+
+def _zip(t, name, members: dict):
+    with zipfile.ZipFile(t.tmp / name, "w") as z:
+        for k, v in members.items(): z.writestr(k, v)
+    return t.tmp / name
+
+
+def _npy_header(shape, descr="<f4"):
+    import io
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": shape})
+    return f.getvalue()
+
+
+CASES = [
+    # --- data_utils: the cache directory --------------------------------------------------------------------------
+    Case("cache-subdir-int", lambda t: du.get_cache_dir(5), "subdir"),
+    Case("cache-subdir-parent", lambda t: du.get_cache_dir("../escape"), "subdir"),
+    Case("cache-subdir-absolute", lambda t: du.get_cache_dir("/tmp/elsewhere"), "subdir"),
+    Case("cache-subdir-empty", lambda t: du.get_cache_dir(""), "subdir"),
+    Case("cache-contents-subdir-list", lambda t: du.cache_contents(["a"]), "subdir"),
+    Case("cache-contents-subdir-parent", lambda t: du.cache_contents("../.."), "subdir"),
+    # --- data_utils: downloads ------------------------------------------------------------------------------------
+    Case("fetch-url-int", lambda t: du.fetch_file(123, "f.txt", None), "url"),
+    Case("fetch-url-file-scheme", lambda t: du.fetch_file("file:///etc/passwd", "f.txt", None), "url"),
+    Case("fetch-url-empty", lambda t: du.fetch_file("", "f.txt", None), "url"),
+    Case("fetch-fname-folder", lambda t: du.fetch_file("http://127.0.0.1:9/f", "a/b.txt", None), "fname"),
+    Case("fetch-fname-empty", lambda t: du.fetch_file("http://127.0.0.1:9/f", "", None), "fname"),
+    Case("fetch-fname-none", lambda t: du.fetch_file("http://127.0.0.1:9/f", None, None), "fname"),
+    Case("fetch-hash-short", lambda t: du.fetch_file("http://127.0.0.1:9/f", "f", "abc"), "known_hash"),
+    Case("fetch-hash-not-hex", lambda t: du.fetch_file("http://127.0.0.1:9/f", "f", "sha256:" + "z" * 64), "known_hash"),
+    Case("fetch-hash-int", lambda t: du.fetch_file("http://127.0.0.1:9/f", "f", 123), "known_hash"),
+    Case("fetch-subdir-parent", lambda t: du.fetch_file("http://127.0.0.1:9/f", "f", None, subdir=".."), "subdir"),
+    Case("et-imgs-base-url-none", lambda t: du.get_et_imgs(None), "base_url"),
+    Case("et-imgs-base-url-path", lambda t: du.get_et_imgs("/no/such/folder"), "base_url"),
+    Case("et-ckpt-url-not-url", lambda t: du.get_et_checkpoint("et_ckpt.npz"), "url"),
+    # --- data_utils: Fashion-MNIST ----------------------------------------------------------------------------------
+    Case("fmnist-split-unknown", lambda t: du.load_fashion_mnist("validation"), "split"),
+    Case("fmnist-split-none", lambda t: du.load_fashion_mnist(None), "split"),
+    Case("fmnist-split-list", lambda t: du.load_fashion_mnist(["train"]), "split"),
+    Case("fmnist-base-url-none", lambda t: du.load_fashion_mnist("test", base_url=None), "base_url"),
+    Case("idx-data-str", lambda t: du.parse_idx("not bytes", "images"), "data"),
+    Case("idx-empty", lambda t: du.parse_idx(b"", "images"), "images"),
+    Case("idx-bad-magic", lambda t: du.parse_idx(bytes([0, 0, 9, 1, 0, 0, 0, 1, 7]), "labels"), "labels"),
+    Case("idx-truncated", lambda t: du.parse_idx(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1]), "labels"), "labels"),
+    Case("sample-n-zero", lambda t: du.make_fashion_mnist_sample(0, t.tmp / "s.npz"), "n"),
+    Case("sample-n-negative", lambda t: du.make_fashion_mnist_sample(-5, t.tmp / "s.npz"), "n"),
+    Case("sample-n-too-many", lambda t: du.make_fashion_mnist_sample(10_001, t.tmp / "s.npz"), "n"),
+    Case("sample-n-float", lambda t: du.make_fashion_mnist_sample(2.5, t.tmp / "s.npz"), "n"),
+    Case("sample-n-bool", lambda t: du.make_fashion_mnist_sample(True, t.tmp / "s.npz"), "n"),
+    Case("sample-n-str", lambda t: du.make_fashion_mnist_sample("10", t.tmp / "s.npz"), "n"),
+    Case("sample-path-int", lambda t: du.make_fashion_mnist_sample(10, 5), "path"),
+    # --- data_utils: writing checkpoints ----------------------------------------------------------------------------
+    Case("validate-arrays-list", lambda t: du.validate_et_arrays([1, 2]), "arrays"),
+    Case("write-arrays-list", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", [1, 2]), "arrays"),
+    Case("write-nan", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(Wk=with_nan(toy_arrays()["Wk"]))), "Wk"),
+    Case("write-inf", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(Xi=with_nan(toy_arrays()["Xi"], INF))), "Xi"),
+    Case("write-int-dtype", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(Benc=np.arange(4))), "Benc"),
+    Case("write-missing-key", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(MASK_token=None)), "MASK_token"),
+    Case("write-extra-key", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(extra=np.zeros(1))), "extra"),
+    Case("write-xi-transposed", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(Xi=np.zeros((5, 4), np.float32))), "Xi"),
+    Case("write-empty-token", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(CLS_token=np.zeros(0, np.float32))), "CLS_token"),
+    Case("write-gamma-not-scalar", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(LNORM_gamma=np.ones(4, np.float32))), "LNORM_gamma"),
+    Case("write-config-list", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(), [1, 2]), "config"),
+    Case("write-config-set", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(), {"a": {1, 2}}), "config"),
+    Case("write-config-nan", lambda t: du.write_et_checkpoint(t.tmp / "c.npz", toy_arrays(), {"alpha": NAN}), "config"),
+    Case("write-path-none", lambda t: du.write_et_checkpoint(None, toy_arrays()), "path"),
+    Case("write-path-empty", lambda t: du.write_et_checkpoint("", toy_arrays()), "path"),
+    Case("write-path-directory", lambda t: du.write_et_checkpoint(t.tmp, toy_arrays()), "path"),
+    Case("savez-path-float", lambda t: du.atomic_savez(3.5, a=np.zeros(2)), "path"),
+    Case("savez-path-bytes", lambda t: du.atomic_savez(b"x.npz", a=np.zeros(2)), "path"),
+    Case("savez-path-directory", lambda t: du.atomic_savez(t.tmp, a=np.zeros(2)), "path"),
+    # --- data_utils: reading checkpoints ----------------------------------------------------------------------------
+    Case("read-path-none", lambda t: du.read_et_checkpoint(None), "path"),
+    Case("read-path-bytes", lambda t: du.read_et_checkpoint(b"c.npz"), "path"),
+    Case("read-path-int", lambda t: du.read_et_checkpoint(7), "path"),
+    Case("read-max-bytes-zero", lambda t: du.read_et_checkpoint(t.inp, max_bytes=0), "max_bytes",
+         setup=lambda t: _npz(t, "ok.npz", **toy_arrays())),
+    Case("read-max-bytes-negative", lambda t: du.read_et_checkpoint(t.inp, max_bytes=-1), "max_bytes",
+         setup=lambda t: _npz(t, "ok.npz", **toy_arrays())),
+    Case("read-max-bytes-float", lambda t: du.read_et_checkpoint(t.inp, max_bytes=1.5e9), "max_bytes",
+         setup=lambda t: _npz(t, "ok.npz", **toy_arrays())),
+    Case("read-max-bytes-bool", lambda t: du.read_et_checkpoint(t.inp, max_bytes=True), "max_bytes",
+         setup=lambda t: _npz(t, "ok.npz", **toy_arrays())),
+    Case("read-text-file", lambda t: du.read_et_checkpoint(t.inp), "not an npz checkpoint",
+         setup=lambda t: _raw(t, "notes.npz", b"step,loss\n1,0.5\n")),
+    Case("read-pickle", lambda t: du.read_et_checkpoint(t.inp), "not an npz checkpoint",
+         setup=lambda t: _raw(t, "p.npz", pickle.dumps({"Wk": [1.0, 2.0]}))),
+    Case("read-single-npy", lambda t: du.read_et_checkpoint(t.inp), "single .npy array",
+         setup=lambda t: _raw(t, "a.npz", _npy_header((2,)) + bytes(8))),
+    Case("read-empty-file", lambda t: du.read_et_checkpoint(t.inp), "not an npz checkpoint",
+         setup=lambda t: _raw(t, "e.npz", b"")),
+    Case("read-zip-of-text", lambda t: du.read_et_checkpoint(t.inp), "not .npy arrays",
+         setup=lambda t: _zip(t, "z.npz", {"readme.txt": "hello"})),
+    Case("read-header-lies", lambda t: du.read_et_checkpoint(t.inp), "Wk.npy claims shape",
+         setup=lambda t: _zip(t, "l.npz", {"Wk.npy": _npy_header((2**30,)) + bytes(64)})),
+    Case("read-object-array", lambda t: du.read_et_checkpoint(t.inp), "pickled Python objects",
+         setup=lambda t: _npz(t, "o.npz", **toy_arrays(Benc=np.array([object()] * 4, dtype=object)))),
+    Case("read-nan", lambda t: du.read_et_checkpoint(t.inp), "POS_embed",
+         setup=lambda t: _npz(t, "n.npz", **toy_arrays(POS_embed=with_nan(toy_arrays()["POS_embed"])))),
+    Case("read-inf", lambda t: du.read_et_checkpoint(t.inp), "Wdec",
+         setup=lambda t: _npz(t, "i.npz", **toy_arrays(Wdec=with_nan(toy_arrays()["Wdec"], -INF)))),
+    Case("read-truncated", lambda t: du.read_et_checkpoint(t.inp), "not an npz checkpoint",
+         setup=lambda t: _raw(t, "t.npz", _npz(t, "full.npz", **toy_arrays()).read_bytes()[:300])),
+    Case("read-config-not-json", lambda t: du.read_et_checkpoint(t.inp), "config",
+         setup=lambda t: _npz(t, "j.npz", config=np.array("{nope"), **toy_arrays())),
+    Case("read-npz-what", lambda t: du.read_npz(t.inp, what="a training state"), "is not a training state",
+         setup=lambda t: _raw(t, "s.npz", b"garbage")),
+    # --- dense_storage ----------------------------------------------------------------------------------------------
+    Case("patterns-empty", lambda t: ds.check_patterns(np.zeros((0, 16))), "patterns"),
+    Case("patterns-1d", lambda t: ds.check_patterns(np.ones(16)), "patterns"),
+    Case("patterns-not-binary", lambda t: ds.check_patterns(np.full((2, 4), 0.5)), "patterns"),
+    Case("patterns-nan", lambda t: ds.check_patterns(with_nan(P)), "patterns"),
+    Case("patterns-strings", lambda t: ds.check_patterns(np.array([["a", "b"]])), "patterns"),
+    Case("am-beta-inf", lambda t: ds.ExponentialAM(P, INF), "beta"),
+    Case("am-beta-nan", lambda t: ds.ExponentialAM(P, NAN), "beta"),
+    Case("am-beta-zero", lambda t: ds.ExponentialAM(P, 0.0), "beta"),
+    Case("am-beta-negative", lambda t: ds.ExponentialAM(P, -1.0), "beta"),
+    Case("am-beta-str", lambda t: ds.ExponentialAM(P, "20"), "beta"),
+    Case("poly-n-one", lambda t: ds.PolynomialAM(P, 1), "n"),
+    Case("poly-n-float", lambda t: ds.PolynomialAM(P, 2.5), "n"),
+    Case("poly-n-bool", lambda t: ds.PolynomialAM(P, True), "n"),
+    Case("recall-x-wrong-length", lambda t: AM.recall(jnp.ones(15), key=KEY), "x"),
+    Case("recall-x-not-binary", lambda t: AM.recall(jnp.zeros(16), key=KEY), "x"),
+    Case("recall-x-batch", lambda t: AM.recall(jnp.asarray(P), key=KEY), "x"),
+    Case("recall-key-int", lambda t: AM.recall(X0, key=0), "key"),
+    Case("recall-max-sweeps-zero", lambda t: AM.recall(X0, key=KEY, max_sweeps=0), "max_sweeps"),
+    Case("recall-max-sweeps-float", lambda t: AM.recall(X0, key=KEY, max_sweeps=2.5), "max_sweeps"),
+    Case("recall-batch-1d", lambda t: AM.recall_batch(X0, key=KEY), "X"),
+    Case("recall-sync-max-steps-negative", lambda t: AM.recall_sync(X0, max_steps=-1), "max_steps"),
+    Case("trajectory-sweeps-zero", lambda t: AM.recall_trajectory(X0, key=KEY, sweeps=0), "sweeps"),
+    Case("trajectory-every-not-dividing", lambda t: AM.recall_trajectory(X0, key=KEY, sweeps=1, every=7), "every"),
+    Case("corrupt-batch", lambda t: ds.corrupt(jnp.asarray(P), 0.1, key=KEY), "x"),
+    Case("corrupt-frac-above-one", lambda t: ds.corrupt(X0, 1.5, key=KEY), "frac"),
+    Case("corrupt-frac-nan", lambda t: ds.corrupt(X0, NAN, key=KEY), "frac"),
+    Case("corrupt-frac-str", lambda t: ds.corrupt(X0, "0.1", key=KEY), "frac"),
+    Case("glyph-char-two", lambda t: ds.render_glyph("ab"), "char"),
+    Case("glyph-size-tiny", lambda t: ds.render_glyph("a", size=2), "size"),
+    Case("glyphs-min-distance", lambda t: ds.glyph_patterns(min_distance=0.7, progress=False), "min_distance"),
+    Case("glyphs-ink-reversed", lambda t: ds.glyph_patterns(ink=(0.6, 0.1), progress=False), "ink"),
+    Case("small-loops-negative", lambda t: ds.compile_small_loops(-1), "max_bytes"),
+    Case("retrieval-curve-k-zero", lambda t: ds.retrieval_curve(ds.ExponentialAM, P, [0], key=KEY, progress=False), "K"),
+    # --- diffusion --------------------------------------------------------------------------------------------------
+    Case("circle-n-zero", lambda t: df.circle_points(0, key=KEY), "n"),
+    Case("circle-n-bool", lambda t: df.circle_points(True, key=KEY), "n"),
+    Case("circle-radius-inf", lambda t: df.circle_points(3, key=KEY, radius=INF), "radius"),
+    Case("circle-radius-nan", lambda t: df.circle_points(3, key=KEY, radius=NAN), "radius"),
+    Case("circle-radius-negative", lambda t: df.circle_points(3, key=KEY, radius=-1.0), "radius"),
+    Case("empirical-xi-1d", lambda t: df.EmpiricalMemory(jnp.ones(4)), "Xi"),
+    Case("empirical-xi-float16", lambda t: df.EmpiricalMemory(XI.astype(jnp.float16)), "Xi"),
+    Case("empirical-xi-nan", lambda t: df.EmpiricalMemory(XI.at[0, 0].set(NAN)), "Xi"),
+    Case("denoise-sigma-nan", lambda t: EM.denoise(XI[0], NAN), "sigma"),
+    Case("denoise-sigma-inf", lambda t: EM.denoise(XI[0], INF), "sigma"),
+    Case("denoise-sigma-negative", lambda t: EM.denoise(XI[0], -0.5), "sigma"),
+    Case("denoise-sigma-zero", lambda t: EM.denoise(XI[0], 0.0), "sigma"),
+    Case("denoise-sigma-str", lambda t: EM.denoise(XI[0], "0.5"), "sigma"),
+    Case("denoise-x-float16", lambda t: EM.denoise(XI[0].astype(jnp.float16), 0.5), "x"),
+    Case("denoise-x-wrong-shape", lambda t: EM.denoise(jnp.ones(3), 0.5), "x"),
+    Case("denoise-x-batch", lambda t: EM.denoise(XI, 0.5), "x"),
+    Case("energy-sigma-nan", lambda t: EM.energy(XI[0], NAN), "sigma"),
+    Case("score-sigma-inf", lambda t: EM.score(XI[0], INF), "sigma"),
+    Case("log-density-sigma-negative", lambda t: EM.log_density(XI[0], -1.0), "sigma"),
+    Case("schedule-max-inf", lambda t: df.sigma_schedule(INF, 0.01, 5), "sigma_max"),
+    Case("schedule-min-nan", lambda t: df.sigma_schedule(1.0, NAN, 5), "sigma_min"),
+    Case("schedule-min-zero", lambda t: df.sigma_schedule(1.0, 0.0, 5), "sigma_min"),
+    Case("schedule-steps-one", lambda t: df.sigma_schedule(1.0, 0.01, 1), "n_steps"),
+    Case("schedule-steps-float", lambda t: df.sigma_schedule(1.0, 0.01, 2.5), "n_steps"),
+    Case("sample-sigmas-inf", lambda t: df.sample(EM, XI[0], jnp.array([INF, 1.0, 0.0])), "sigmas"),
+    Case("sample-sigmas-nan", lambda t: df.sample(EM, XI[0], jnp.array([1.0, NAN, 0.0])), "sigmas"),
+    Case("sample-sigmas-increasing", lambda t: df.sample(EM, XI[0], jnp.array([0.1, 0.5, 0.0])), "sigmas"),
+    Case("sample-sigmas-2d", lambda t: df.sample(EM, XI[0], jnp.ones((2, 2))), "sigmas"),
+    Case("sample-x-float16", lambda t: df.sample(EM, XI[0].astype(jnp.float16), df.sigma_schedule(1.0, 0.01, 4)), "x"),
+    Case("grid-n-zero", lambda t: df.energy_grid(df.EmpiricalMemory(XI[:, :2]).energy, 0.5, n=0), "n"),
+    Case("grid-lim-negative", lambda t: df.energy_grid(df.EmpiricalMemory(XI[:, :2]).energy, 0.5, lim=-1.0), "lim"),
+    Case("grid-sigma-nan", lambda t: df.energy_grid(df.EmpiricalMemory(XI[:, :2]).energy, NAN), "sigma"),
+    Case("config-sigma-min-nan", lambda t: df.DiffusionConfig(sigma_min=NAN), "sigma_min"),
+    Case("config-sigma-max-inf", lambda t: df.DiffusionConfig(sigma_max=INF), "sigma_max"),
+    Case("config-learning-rate-inf", lambda t: df.DiffusionConfig(learning_rate=INF), "learning_rate"),
+    Case("config-learning-rate-negative", lambda t: df.DiffusionConfig(learning_rate=-1e-3), "learning_rate"),
+    Case("config-width-zero", lambda t: df.DiffusionConfig(width=0), "width"),
+    Case("config-steps-negative", lambda t: df.DiffusionConfig(steps=-1), "steps"),
+    Case("config-x-scale-zero", lambda t: df.DiffusionConfig(x_scale=0.0), "x_scale"),
+    Case("energy-net-dim-zero", lambda t: df.EnergyNet(0, df.DiffusionConfig.tiny(), key=KEY), "dim"),
+    Case("energy-net-sigma-nan", lambda t: df.EnergyNet(2, df.DiffusionConfig.tiny(), key=KEY).denoise(jnp.zeros(2), NAN), "sigma"),
+    Case("energy-net-x-float16", lambda t: df.EnergyNet(2, df.DiffusionConfig.tiny(), key=KEY).denoise(jnp.zeros(2, jnp.float16), 0.5), "x"),
+    Case("train-data-nan", lambda t: df.train_energy_net(XI.at[1, 1].set(NAN), df.DiffusionConfig.tiny(), key=KEY, progress=False), "data"),
+    Case("train-data-float16", lambda t: df.train_energy_net(XI.astype(jnp.float16), df.DiffusionConfig.tiny(), key=KEY, progress=False), "data"),
+    Case("train-data-1d", lambda t: df.train_energy_net(XI[0], df.DiffusionConfig.tiny(), key=KEY, progress=False), "data"),
+    Case("train-chunks-zero", lambda t: df.train_energy_net(XI, df.DiffusionConfig.tiny(), key=KEY, n_chunks=0, progress=False), "n_chunks"),
+    Case("train-chunks-negative", lambda t: df.train_energy_net(XI, df.DiffusionConfig.tiny(), key=KEY, n_chunks=-3, progress=False), "n_chunks"),
+    Case("nearest-points-1d", lambda t: df.nearest_distance(XI[0], XI), "points"),
+    # --- distributed_memory -----------------------------------------------------------------------------------------
+    Case("dense-beta-inf", lambda t: dm.DenseMemory(XI, INF), "beta"),
+    Case("dense-beta-nan", lambda t: dm.DenseMemory(XI, NAN), "beta"),
+    Case("dense-beta-zero", lambda t: dm.DenseMemory(XI, 0.0), "beta"),
+    Case("dense-beta-str", lambda t: dm.DenseMemory(XI, "2"), "beta"),
+    Case("dense-xi-float16", lambda t: dm.DenseMemory(XI.astype(jnp.float16), 2.0), "Xi"),
+    Case("dense-xi-nan", lambda t: dm.DenseMemory(XI.at[2, 1].set(NAN), 2.0), "Xi"),
+    Case("dense-xi-empty", lambda t: dm.DenseMemory(jnp.zeros((0, 4)), 2.0), "Xi"),
+    Case("dense-energy-x-float16", lambda t: DENSE.energy(XI[0].astype(jnp.float16)), "x"),
+    Case("dense-add-wrong-shape", lambda t: DENSE.add(jnp.ones(3)), "xi"),
+    Case("features-dim-zero", lambda t: dm.random_features(0, 8, 2.0, key=KEY), "dim"),
+    Case("features-dim-bool", lambda t: dm.random_features(True, 8, 2.0, key=KEY), "dim"),
+    Case("features-n-freqs-zero", lambda t: dm.random_features(4, 0, 2.0, key=KEY), "n_freqs"),
+    Case("features-beta-inf", lambda t: dm.random_features(4, 8, INF, key=KEY), "beta"),
+    Case("features-beta-negative", lambda t: dm.random_features(4, 8, -2.0, key=KEY), "beta"),
+    Case("distributed-chunk-zero", lambda t: dm.distributed_memory(XI, FEATS, chunk=0), "chunk"),
+    Case("distributed-chunk-negative", lambda t: dm.distributed_memory(XI, FEATS, chunk=-1), "chunk"),
+    Case("distributed-chunk-float", lambda t: dm.distributed_memory(XI, FEATS, chunk=2.5), "chunk"),
+    Case("distributed-xi-wrong-dim", lambda t: dm.distributed_memory(jnp.ones((3, 5)), FEATS), "Xi"),
+    Case("distributed-xi-float16", lambda t: dm.distributed_memory(XI.astype(jnp.float16), FEATS), "Xi"),
+    Case("retrieve-steps-zero", lambda t: dm.retrieve(DENSE, XI[0], steps=0), "steps"),
+    Case("retrieve-step-size-inf", lambda t: dm.retrieve(DENSE, XI[0], step_size=INF), "step_size"),
+    Case("retrieve-step-size-nan", lambda t: dm.retrieve(DENSE, XI[0], step_size=NAN), "step_size"),
+    Case("retrieve-step-size-negative", lambda t: dm.retrieve(DENSE, XI[0], step_size=-0.5), "step_size"),
+    Case("retrieve-step-size-str", lambda t: dm.retrieve(DENSE, XI[0], step_size="0.5"), "step_size"),
+    Case("retrieve-x-float16", lambda t: dm.retrieve(DENSE, XI[0].astype(jnp.float16)), "x"),
+    Case("retrieve-x-wrong-shape", lambda t: dm.retrieve(DENSE, jnp.ones(3)), "x"),
+    Case("unit-memories-n-zero", lambda t: dm.unit_memories(0, 4, key=KEY), "n"),
+    Case("unit-memories-dim-zero", lambda t: dm.unit_memories(3, 0, key=KEY), "dim"),
+    Case("time-repeats-zero", lambda t: dm.time_per_query(DENSE, XI, repeats=0), "repeats"),
+    Case("time-queries-1d", lambda t: dm.time_per_query(DENSE, XI[0]), "queries"),
+    Case("footprint-queries-wrong-dim", lambda t: dm.memory_footprint(DENSE, jnp.ones((2, 3))), "queries"),
+    Case("errors-queries-wrong-dim", lambda t: dm.approximation_errors(DENSE, dm.distributed_memory(XI, FEATS),
+                                                                      jnp.ones((2, 3))), "queries"),
+]
+
+
+def _tree(root: Path) -> dict:
+    "Every path under `root` with its size and modification time (None if `root` does not exist)."
+    if not root.exists(): return {}
+    return {str(p.relative_to(root)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
+def _names(msg: str, arg: str, exc: BaseException) -> bool:
+    "Does the error message name `arg`? A jaxtyping hook error must name it as the parameter it was checking."
+    if "Type-check error" in msg:
+        return f"parameter '{arg}'" in msg
+    return re.search(rf"(?<![\w]){arg}(?![\w])" if re.fullmatch(r"\w+", arg) else arg, msg) is not None
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("AMTUTORIAL_CACHE_DIR", str(work / "cache"))
+    return SimpleNamespace(tmp=work, inp=None)
+
+
+def test_enough_cases():
+    assert len(CASES) >= 100 and len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, sandbox):
+    t = sandbox
+    if case.setup is not None: t.inp = case.setup(t)
+    watched = [t.tmp, du.ASSETS]  # (the repository's cache/ is not watched: the sandbox moved the cache away)
+    before = [_tree(r) for r in watched]
+    flags = os.environ.get("XLA_FLAGS")
+    with pytest.raises(case.exc) as info:
+        case.call(t)
+    msg = str(info.value)
+    assert _names(msg, case.arg, info.value), f"{case.id}: the message does not name {case.arg!r}: {msg[:500]}"
+    assert [_tree(r) for r in watched] == before, f"{case.id}: something was written"
+    assert os.environ.get("XLA_FLAGS") == flags, f"{case.id}: XLA_FLAGS changed"
+
+
+# --- a zip bomb: a small file that would inflate to 1 GiB ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    "A ~1 MB .npz whose one array (Wk, 2**28 float32 zeros) takes 1 GiB once decompressed."
+    path = tmp_path_factory.mktemp("bomb") / "bomb.npz"
+    n = 2**28
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("Wk.npy", "w", force_zip64=True) as f:
+            f.write(_npy_header((n,)))
+            chunk = bytes(2**24)
+            for _ in range(n * 4 // len(chunk)): f.write(chunk)
+    return path
+
+
+def test_bomb_refused_before_reading(bomb, monkeypatch):
+    assert bomb.stat().st_size < 2 * 2**20
+    def no_load(*a, **k): raise AssertionError("np.load was called on a bomb")
+    monkeypatch.setattr(np, "load", no_load)
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: no_load())
+    with pytest.raises(du.CheckpointError, match=r"would take 1,024.0 MiB once decompressed .*over the limit of 512.0 MiB"):
+        du.read_et_checkpoint(bomb)
+    with pytest.raises(du.CheckpointError, match=r"over the limit"):
+        du.read_npz(bomb)
+
+
+def test_max_bytes_lets_a_trusted_large_file_through(tmp_path):
+    p = du.write_et_checkpoint(tmp_path / "ok.npz", toy_arrays())
+    size = sum(i.file_size for i in zipfile.ZipFile(p).infolist())
+    assert du.read_et_checkpoint(p, max_bytes=size).dims["D"] == 4
+    with pytest.raises(du.CheckpointError, match="over the limit"):
+        du.read_et_checkpoint(p, max_bytes=size - 1)
+
+
+def test_bad_inputs_without_the_type_hook(tmp_path):
+    """The same cases as a user meets them: in a fresh interpreter without the tests' jaxtyping/beartype hook, so
+    the package's own checks (not the hook) must catch every one."""
+    script = f"""
+import os, sys, tempfile
+from pathlib import Path
+from types import SimpleNamespace
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import test_bad_inputs as T
+failed = []
+for c in T.CASES:
+    d = Path(tempfile.mkdtemp(dir={str(tmp_path)!r})); os.chdir(d); os.environ["AMTUTORIAL_CACHE_DIR"] = str(d / "cache")
+    t = SimpleNamespace(tmp=d, inp=None)
+    if c.setup: t.inp = c.setup(t)
+    before = T._tree(d)
+    try: c.call(t); failed.append(f"{{c.id}}: no error")
+    except (ValueError, TypeError) as e:
+        if "Type-check error" in str(e): failed.append(f"{{c.id}}: the hook is active")
+        elif not T._names(str(e), c.arg, e): failed.append(f"{{c.id}}: {{c.arg!r}} not named: {{str(e)[:300]}}")
+        elif T._tree(d) != before: failed.append(f"{{c.id}}: something was written")
+    except Exception as e: failed.append(f"{{c.id}}: {{type(e).__name__}}: {{str(e)[:300]}}")
+print("\\n".join(failed))
+sys.exit(1 if failed else 0)
+"""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
