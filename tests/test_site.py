@@ -311,6 +311,7 @@ def test_renderer_features(tmp_path, monkeypatch):
         ("code", "#| warning: true\nloop = 4", [stream("\r 50%|#####     | 1/2 [00:01<00:01, 1.0it/s]\r100%|##########| "
                                                       "2/2 [00:02<00:00, 1.0it/s]\nkept warning\n", "stderr"), stream("kept line\n")]),
         ("code", "quiet = 6", [stream("dropped warning\n", "stderr")]),
+        ("code", "#| echo: false\n#| output: asis\nprint('...')", [stream("Printed **as markdown**\n")]),
         ("markdown", '::: {.callout-tip collapse="true"}\n## Checks of the above'),
         ("code", "assert_inside_callout = 5", [stream("checked\n")]),
         ("markdown", ":::\n\n::: {.callout-note}\nA plain note.\n:::\n\n### Later heading\n\nMore."),
@@ -325,6 +326,7 @@ def test_renderer_features(tmp_path, monkeypatch):
     assert "folded_code" in page and "folded output" in page
     assert "not_echoed" not in page and "echo-false output" in page
     assert "it/s" not in page and "kept line" in page and "kept warning" in page
+    assert "Printed <strong>as markdown</strong>" in page
     assert "dropped warning" not in page  # nbs/_quarto.yml says `warning: false`: stderr only where a cell asks
     m = re.search(r'<details class="callout callout-tip">(.*?)</details>', page, re.S)
     assert m and "Checks of the above" in m.group(1) and "assert_inside_callout" in m.group(1) and "checked" in m.group(1)
