@@ -103,14 +103,17 @@ def test_colab_notebook_runs_against_wheel(tmp_path):
     py = venv / "bin" / "python"
     purelib = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                   capture_output=True, text=True, check=True).stdout.strip())
+    # The wheel goes in first, while the new environment sees nothing else: once it sees this one's packages, pip
+    # would find this checkout's amtutorial (same version) already installed and skip the wheel. --ignore-installed
+    # never uninstalls anything from the outer environment.
+    pip_args = ["install", "-q", "--no-deps", "--no-index", "--ignore-installed", str(wheel)]
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), *pip_args], capture_output=True, text=True)
     (purelib / "_outer_env.pth").write_text(
         "".join(f"import site; site.addsitedir({d!r})\n" for d in _site_dirs()))
-    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
-                        str(wheel)], capture_output=True, text=True)
     if r.returncode != 0:  # pip older than 22.3 has no --python: use the copy of pip the new environment now sees
-        r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                           capture_output=True, text=True)
+        r = subprocess.run([str(py), "-m", "pip", *pip_args], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (purelib / "amtutorial" / "__init__.py").is_file(), "the wheel was not installed in the new environment"
     work = tmp_path / "work"
     work.mkdir()
     script = textwrap.dedent(f"""
@@ -124,8 +127,11 @@ def test_colab_notebook_runs_against_wheel(tmp_path):
             if c.cell_type == 'code': c.source = re.sub(r'(?m)^%pip .*$', '', c.source)
         sh = CaptureShell()
         sh.run_all(nb, exc_stop=True, preproc=lambda c: c.cell_type != 'code')
+        import sys
         import amtutorial
         print('AMTUTORIAL_FROM', amtutorial.__file__, amtutorial.__version__)
+        print('AMTUTORIAL_MODULES', *sorted({{m.__file__ for n, m in list(sys.modules.items())
+                                            if n.split('.')[0] == 'amtutorial' and getattr(m, '__file__', None)}}))
     """)
     env = {**os.environ, "AMTUTORIAL_CACHE_DIR": str(tmp_path / "cache"), "MPLBACKEND": "Agg"}
     env.pop("PYTHONPATH", None)
@@ -133,3 +139,5 @@ def test_colab_notebook_runs_against_wheel(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     origin = next(l for l in r.stdout.splitlines() if l.startswith("AMTUTORIAL_FROM")).split()[1]
     assert str(venv) in origin, f"the notebook ran against {origin}, not the wheel"
+    modules = next(l for l in r.stdout.splitlines() if l.startswith("AMTUTORIAL_MODULES")).split()[1:]
+    assert len(modules) > 1 and all(m.startswith(str(venv)) for m in modules), modules
