@@ -343,8 +343,12 @@ def test_fashion_mnist_download_fails_cleanly(fashion_server, cache_dir):
     assert leftovers(cache_dir) == []
 
 
-@pytest.mark.skipif(not du.FASHION_MNIST_SYSTEM_DIRS[0].is_dir(), reason="Debian's dataset-fashion-mnist missing")
+MISSING_FASHION_MNIST = ("these tests read Fashion-MNIST from Debian's package `dataset-fashion-mnist` (no network "
+                         "needed): sudo apt-get install dataset-fashion-mnist")
+
+
 def test_fashion_mnist_from_debian(cache_dir):
+    if not du.FASHION_MNIST_SYSTEM_DIRS[0].is_dir(): pytest.fail(MISSING_FASHION_MNIST)
     x, y = load_fashion_mnist("test")
     assert x.shape == (10_000, 28, 28) and np.bincount(y).tolist() == [1000] * 10
     assert leftovers(cache_dir) == []  # read in place, nothing downloaded or copied
@@ -354,10 +358,10 @@ def test_fashion_mnist_from_debian(cache_dir):
 def test_sample_asset_matches_test_split():
     xs, ys = du.load_fashion_mnist_sample()
     assert xs.shape == (500, 28, 28) and xs.dtype == np.uint8 and ys.shape == (500,)
-    if du.FASHION_MNIST_SYSTEM_DIRS[0].is_dir():
-        x, y = load_fashion_mnist("test")
-        np.testing.assert_array_equal(xs, x[:500])
-        np.testing.assert_array_equal(ys, y[:500])
+    if not du.FASHION_MNIST_SYSTEM_DIRS[0].is_dir(): pytest.fail(MISSING_FASHION_MNIST)
+    x, y = load_fashion_mnist("test")
+    np.testing.assert_array_equal(xs, x[:500])
+    np.testing.assert_array_equal(ys, y[:500])
 
 
 def test_cache_contents(cache_dir):
