@@ -385,7 +385,6 @@ def test_import_beside_a_folder_named_amtutorial(tmp_path, layout):
     """Started from a folder that holds a directory named `amtutorial` without `__init__.py` (the clone itself,
     when the repository was cloned under its own name), Python may import that directory as a namespace package;
     `data_utils` must still find the real package's files (it once crashed on `Path(None)`)."""
-    import os
     import subprocess
     import sys
     shadow = tmp_path / "amtutorial"
@@ -395,8 +394,7 @@ def test_import_beside_a_folder_named_amtutorial(tmp_path, layout):
         (shadow / "nbs").mkdir()
     code = ("import amtutorial.data_utils as du; print(du.ASSETS); "
             "print(du.load_fashion_mnist_sample()[0].shape)")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assets, shape = r.stdout.split("\n")[:2]
     assert assets == str(du.ASSETS) and shape == "(500, 28, 28)"
