@@ -393,7 +393,8 @@ def read_npz(
                     shape, _, dtype = read(f)
                     if dtype.hasobject:
                         raise CheckpointError(f"{src} holds pickled Python objects, which are never loaded ({i.filename})")
-                    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                    n = dtype.itemsize
+                    for size in shape: n *= int(size)  # Python integers: a forged shape cannot overflow
                     if f.tell() + n != i.file_size:
                         raise CheckpointError(f"{src}: {i.filename} claims shape {shape} of {dtype} ({n:,} bytes) but "
                                               f"holds {i.file_size - f.tell():,} bytes: truncated or corrupt")
