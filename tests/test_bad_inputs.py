@@ -170,6 +170,8 @@ CASES = [
          setup=lambda t: _zip(t, "z.npz", {"readme.txt": "hello"})),
     Case("read-header-lies", lambda t: du.read_et_checkpoint(t.inp), "Wk.npy claims shape",
          setup=lambda t: _zip(t, "l.npz", {"Wk.npy": _npy_header((2**30,)) + bytes(64)})),
+    Case("read-header-overflows", lambda t: du.read_et_checkpoint(t.inp), "Wq.npy claims shape",
+         setup=lambda t: _zip(t, "v.npz", {"Wq.npy": _npy_header((2**62, 4))})),  # 2**66 bytes: 0 in int64
     Case("read-object-array", lambda t: du.read_et_checkpoint(t.inp), "pickled Python objects",
          setup=lambda t: _npz(t, "o.npz", **toy_arrays(Benc=np.array([object()] * 4, dtype=object)))),
     Case("read-nan", lambda t: du.read_et_checkpoint(t.inp), "POS_embed",
