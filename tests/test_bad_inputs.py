@@ -143,6 +143,13 @@ CASES = [
     Case("write-path-none", lambda t: du.write_et_checkpoint(None, toy_arrays()), "path"),
     Case("write-path-empty", lambda t: du.write_et_checkpoint("", toy_arrays()), "path"),
     Case("write-path-directory", lambda t: du.write_et_checkpoint(t.tmp, toy_arrays()), "path"),
+    # an existing file at the destination is left as it was (the snapshot compares sizes and modification times)
+    Case("write-over-existing-nan", lambda t: du.write_et_checkpoint(t.inp, toy_arrays(Wq=with_nan(toy_arrays()["Wq"]))),
+         "Wq", setup=lambda t: _raw(t, "precious.npz", b"results of a week of training")),
+    Case("write-over-existing-config", lambda t: du.write_et_checkpoint(t.inp, toy_arrays(), {"steps": {1}}), "config",
+         setup=lambda t: _npz(t, "precious.npz", **toy_arrays())),
+    Case("sample-over-existing-n", lambda t: du.make_fashion_mnist_sample(0, t.inp), "n",
+         setup=lambda t: _raw(t, "sample.npz", b"keep me")),
     Case("savez-path-float", lambda t: du.atomic_savez(3.5, a=np.zeros(2)), "path"),
     Case("savez-path-bytes", lambda t: du.atomic_savez(b"x.npz", a=np.zeros(2)), "path"),
     Case("savez-path-directory", lambda t: du.atomic_savez(t.tmp, a=np.zeros(2)), "path"),
