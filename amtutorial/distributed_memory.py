@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DenseMemory', 'RandomFeatures', 'random_features', 'DistributedMemory', 'distributed_memory', 'approximation_errors',
-           'unit_memories', 'retrieve', 'time_per_query', 'memory_footprint']
+           'unit_memories', 'retrieve', 'retrieved', 'time_per_query', 'memory_footprint']
 
 # %% ../nbs/tutorial/04_distributed_memory.ipynb #4f37aacb
 #| code-fold: true
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from einops import rearrange
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
 # %% ../nbs/tutorial/04_distributed_memory.ipynb #7a5e1fa9
@@ -248,6 +248,23 @@ def retrieve(
         raise ValueError(f"steps={steps!r}: expected a positive integer")
     _check_positive("step_size", step_size, "step size")
     return _descend(memory, x, step_size, int(steps))
+
+# %% ../nbs/tutorial/04_distributed_memory.ipynb #a0b84c40
+def retrieved(
+    final: Float[Array, "N D"],  # where each retrieval ended
+    start: Float[Array, "N D"],  # where it started (the corrupted memory)
+    targets: Float[Array, "N D"],  # the memory each one should retrieve
+    fraction: float = 0.5,  # success: final distance to the target <= fraction * starting distance
+) -> Bool[Array, "N"]:  # True where the retrieval succeeded
+    "Whether each retrieval ended within `fraction` of its starting distance from its target (doing nothing fails)."
+    if not (final.shape == start.shape == targets.shape and final.ndim == 2):
+        raise ValueError(f"final {tuple(final.shape)}, start {tuple(start.shape)} and targets {tuple(targets.shape)}: "
+                         f"expected three (N, D) arrays of one shape")
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction={fraction!r}: expected a number in (0, 1)")
+    d_end = jnp.linalg.norm(final - targets, axis=-1)
+    d_start = jnp.linalg.norm(start - targets, axis=-1)
+    return d_end <= fraction * d_start
 
 # %% ../nbs/tutorial/04_distributed_memory.ipynb #c2f15795
 def _query_fn(memory):

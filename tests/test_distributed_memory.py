@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from amtutorial.distributed_memory import (DenseMemory, DistributedMemory, approximation_errors, distributed_memory,
-                                           memory_footprint, random_features, retrieve, time_per_query,
+                                           memory_footprint, random_features, retrieve, retrieved, time_per_query,
                                            unit_memories)
 
 
@@ -74,12 +74,33 @@ def test_slot_based_retrieval_never_increases_energy(K, D, log_beta, eta, seed):
 
 
 def test_distributed_retrieval_recovers_memories():
+    "Retrieval moves the corrupted states much closer to their memories; not moving at all would score 0."
     Xi = unit_memories(8, 8, key=jr.key(4))
     q = Xi + 0.3 * unit_memories(8, 8, key=jr.key(5))
     m = distributed_memory(Xi, random_features(8, 4096, 8.0, key=jr.key(6)))
     xs, _ = jax.vmap(lambda x: retrieve(m, x))(q)
-    hit = jnp.argmin(jnp.sum((xs[:, -1, None] - Xi[None]) ** 2, -1), 1) == jnp.arange(8)
-    assert bool(hit.all())
+    assert int(retrieved(q, q, Xi).sum()) == 0
+    assert float(retrieved(xs[:, -1], q, Xi).mean()) >= 0.75
+
+
+@settings(max_examples=15, deadline=None)
+@given(N=st.sampled_from([1, 5]), D=st.sampled_from([1, 3]), fraction=st.floats(0.05, 0.95), seed=st.integers(0, 2**16))
+def test_retrieved_scores_a_state_that_does_not_move_as_failed(N, D, fraction, seed):
+    k1, k2, k3 = jr.split(jr.key(seed), 3)
+    targets, start = jr.normal(k1, (N, D)), jr.normal(k2, (N, D))
+    assert not bool(retrieved(start, start, targets, fraction).any())
+    assert bool(retrieved(targets, start, targets, fraction).all())
+    t = jr.uniform(k3, (N, 1))  # a point on the way from start to target, at distance (1 - t) * start distance
+    ok = retrieved(start + t * (targets - start), start, targets, fraction)
+    assert bool(jnp.all((ok == (1 - t[:, 0] <= fraction)) | (jnp.abs(1 - t[:, 0] - fraction) < 1e-5)))
+
+
+def test_retrieved_rejects_bad_arguments():
+    a = jnp.zeros((3, 2))
+    with pytest.raises((ValueError, TypeError), match=r"start"):  # (the shape check, or jaxtyping's in the tests)
+        retrieved(a, jnp.zeros((3, 3)), a)
+    with pytest.raises(ValueError, match=r"fraction=1.5: expected a number in \(0, 1\)"):
+        retrieved(a, a, a, 1.5)
 
 
 def test_cost_helpers_small():
