@@ -58,6 +58,7 @@ def test_hope_glyphs_are_not_fixed_points(glyphs):
         out = np.asarray(net.recall_batch(probes, key=key).x)
         assert not np.any(np.all(out == P, axis=1))
         assert np.all(np.argmax(out @ P.T, axis=1) == np.arange(4))
+        assert np.array_equal(out, np.asarray(net.recall_batch(jnp.asarray(P), key=key).x))  # same end as from ξ
 
 
 def test_classical_exact_recall_below_d_over_4_ln_d():
@@ -85,6 +86,15 @@ def test_glyph_failures_end_on_one_nearly_blank_state(glyphs):
         probes = jax.vmap(lambda x, k: ds.corrupt(x, 0.1, key=k))(m.Xi[:32], jr.split(jr.key(FRESH[1]), 32))
         ends = m.recall_batch(probes, key=jr.key(FRESH[2])).x
         assert bool(jnp.all(ends == ends[:1])) and int((ends[0] > 0).sum()) <= 50
+
+
+def test_sharp_enough_energies_recall_every_glyph(glyphs):
+    "'the switch from \"every probe falls into one blend\" to \"every probe comes back\"' as n and β grow"
+    _, G = glyphs
+    pool = G[np.random.default_rng(FRESH[0]).permutation(len(G))]
+    ex = lambda make, K: ds.retrieval_curve(make, pool, [K], key=jr.key(FRESH[1]), progress=False)["exact"][0]
+    assert ex(partial(ds.ExponentialAM, beta=1.0), 1024) == 0.0 and ex(partial(ds.ExponentialAM, beta=50.0), 1024) == 1.0
+    assert ex(partial(ds.PolynomialAM, n=2), 256) == 0.0 and ex(partial(ds.PolynomialAM, n=16), 256) == 1.0
 
 
 def test_average_glyph_is_blank_but_three_pixels(glyphs):
