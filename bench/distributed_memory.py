@@ -5,7 +5,8 @@ Everything is measured in this one run (jitted, after a warm-up call, `block_unt
 calls), and the script prints ratios, which mean something on a noisy machine where absolute times do not:
 
 * flatness: distributed time per query at K = 4096 over its time at K = 16 (about 1: its cost does not depend on K);
-* speed-up: slot-based time per query at K = 4096 over distributed time per query at K = 4096.
+* speed-up: slot-based time per query at K = 4096 over distributed time per query at K = 4096;
+* crossover: the K at which both cost the same, interpolated (log-log) between the measured K.
 
     python bench/distributed_memory.py [--dim 256] [--freqs 1024] [--queries 256] [--repeats 30]
 
@@ -15,6 +16,7 @@ its fixed random frequencies W (R x D floats, regenerable from a seed), printed 
 import argparse
 
 import jax
+import numpy as np
 import jax.random as jr
 
 from amtutorial.distributed_memory import (DenseMemory, distributed_memory, memory_footprint, random_features,
@@ -58,6 +60,16 @@ def main():
     print(f"growth    (slot-based,  K=4096 vs K=16): time ratio {grow:.1f}, stored-bytes ratio "
           f"{res[4096]['dense'][1]['stored'] / res[16]['dense'][1]['stored']:.0f}")
     print(f"speed-up at K=4096 (slot-based time / distributed time): {speed:.2f}")
+    Ks = sorted(res)
+    r = np.log([res[K]["dense"][0] / res[K]["dist"][0] for K in Ks])  # < 0: the slot-based query is cheaper
+    cross = [i for i in range(len(Ks) - 1) if r[i] < 0 <= r[i + 1]]
+    if cross:
+        i = cross[-1]
+        K_x = np.exp(np.log(Ks[i]) + (np.log(Ks[i + 1]) - np.log(Ks[i])) * r[i] / (r[i] - r[i + 1]))
+        print(f"crossover (slot-based time = distributed time, log-log interpolated between K={Ks[i]} and "
+              f"K={Ks[i + 1]}): K ~ {K_x:.0f}")
+    else:
+        print("crossover: not within the measured K")
 
 
 if __name__ == "__main__":
