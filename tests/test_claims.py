@@ -99,6 +99,22 @@ def test_sharp_enough_energies_recall_every_glyph(glyphs):
     assert ex(partial(ds.PolynomialAM, n=2), 256) == 0.0 and ex(partial(ds.PolynomialAM, n=16), 256) == 1.0
 
 
+def test_synchronous_recall(glyphs):
+    "'For the dense memories near a memory it works well'; 'the classical network can oscillate between two states'"
+    g, G = glyphs
+    big = ds.ExponentialAM(G, beta=50.0)
+    for seed in FRESH[:2]:
+        idx = np.random.default_rng(seed).choice(len(G), 16, replace=False)
+        probes = jnp.stack([ds.corrupt(jnp.asarray(G[j]), 0.25, key=jr.fold_in(jr.key(seed), int(j))) for j in idx])
+        assert bool(jnp.all(jax.vmap(big.recall_sync)(probes).x == G[idx]))
+    net = ds.ClassicalHopfield(np.random.default_rng(FRESH[2]).choice([-1.0, 1.0], size=(20, 64)).astype(np.float32))
+    starts = jnp.asarray(np.random.default_rng(FRESH[0]).choice([-1.0, 1.0], size=(50, 64)).astype(np.float32))
+    cycling = starts[~jax.vmap(lambda x: net.recall_sync(x, max_steps=50))(starts).converged]
+    assert len(cycling) > 0
+    a, b, c = (net.recall_sync(cycling[0], max_steps=n).x for n in (50, 51, 52))
+    assert bool(jnp.any(a != b)) and bool(jnp.all(a == c))
+
+
 def test_average_glyph_is_blank_but_three_pixels(glyphs):
     _, G = glyphs
     assert int((G.sum(0) >= 0).sum()) == 3
