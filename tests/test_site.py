@@ -303,7 +303,7 @@ def test_renderer_features(tmp_path, monkeypatch):
     stream = lambda text, name="stdout": {"output_type": "stream", "name": name, "text": text}
     demo = _nb(
         ("markdown", "# Demo\n\n> A page.\n\n## First\n\nText with $E_\\beta$ [@hopfield1982neural].\n\n$$\na = b\n$$\n\n"
-                     "and, numbered,\n\n$$\nc = d\n$$ {#eq-cd}\n\nas @eq-cd says."),
+                     "and, numbered,\n\n$$\nc = d\n$$ {#eq-cd}\n\nas @eq-cd says, unlike @eq-elsewhere."),
         ("code", "#| default_exp demo\nimport os"),
         ("code", "#| hide\nsecret_hidden_cell = 1"),
         ("code", "#| code-fold: true\n#| code-summary: Show the plot code\nfolded_code = 2", [stream("folded output\n")]),
@@ -334,5 +334,6 @@ def test_renderer_features(tmp_path, monkeypatch):
     toc = re.search(r'<nav class="toc".*?</nav>', page, re.S).group(0)
     assert "First" in toc and "Later heading" in toc and "Checks of the above" not in toc
     assert re.search(r'<span id="eq-cd" class="equation">', page) and '<a href="#eq-cd">Equation 1</a>' in page
+    assert "?@eq-elsewhere" in page  # a label of another page: shown unresolved, as Quarto does, not a citation
     assert "<math" in page and "$E_" not in page and 'id="ref-hopfield1982neural"' in page
     assert 'href="../index.html"' in page and 'href="tutorial/demo.html">the chapter' in (out / "index.html").read_text()
