@@ -72,7 +72,7 @@ MODEL_PRESETS = ("fashion_mnist",)
 
 def cmd_train(args)->int:
     "Train (or resume) a model of the preset `args.config` for `args.steps` steps into `args.out`."
-    from amtutorial.energy_transformer import ImageETConfig
+    from amtutorial.image_et import ImageETConfig
     from amtutorial.training import TrainConfig, train
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
     model_config = getattr(ImageETConfig, args.config)()
@@ -86,26 +86,28 @@ def cmd_train(args)->int:
 def cmd_inpaint(args)->int:
     "Write a video of the shipped model filling in the hidden half of held-out test pictures."
     import shutil
-    from amtutorial.training import eval_masks, get_pretrained_et, masked_psnr, pixel_mask, reconstruction_trajectory
+    from amtutorial.image_et import get_pretrained_et, reference_masks, retrieval_pixels
+    from amtutorial.metrics import masked_psnr
     from amtutorial.viz import trajectory_video
     if not args.demo:
         print("only --demo is available: it uses the shipped model on the package's sample test pictures",
               file=sys.stderr)
         return 2
     model = get_pretrained_et(args.model)
-    images = du.load_fashion_mnist_sample()[0][:args.n].astype("float32") / 255
-    masks = eval_masks(len(images), model.config, seed=args.seed)
-    traj, energies = reconstruction_trajectory(model, images, masks, nsteps=args.nsteps, alpha=args.alpha)
-    import jax.numpy as jnp
-    psnr = masked_psnr(traj[-1], images, np.asarray(pixel_mask(jnp.asarray(masks), model.config))).mean()
-    files = trajectory_video("inpaint-demo", traj, energies, n_frames=args.nsteps + 1, fps=args.fps, vmin=0, vmax=1,
-                             title=lambda t: f"descent step {t}", progress=not args.quiet)
+    pixels = du.load_fashion_mnist_sample()[0][:args.n].astype("float32") / 255
+    masks = reference_masks(len(pixels), model.config, seed=args.seed)
+    nsteps, alpha, safeguard = model.settings(args.nsteps, args.alpha, True if args.safeguard else None)
+    masked, traj, energies = retrieval_pixels(model, model.normalize(pixels[..., None]), masks, nsteps, alpha,
+                                              safeguard=safeguard)
+    psnr = masked_psnr(traj[-1][..., 0], pixels, np.asarray(model.config.patcher.pixel_mask(masks))).mean()
+    files = trajectory_video("inpaint-demo", traj, energies, n_frames=nsteps + 1, fps=args.fps, vmin=0, vmax=1,
+                             title=lambda t: f"descent step {t}", inputs=masked, progress=not args.quiet)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(files.mp4, out)
     if files.gif: shutil.copyfile(files.gif, out.with_suffix(".gif"))
-    print(f"{out} ({out.stat().st_size/1e3:.0f} kB, {args.nsteps + 1} frames) and {out.with_suffix('.gif')}: "
-          f"{len(images)} test pictures, masked PSNR {psnr:.2f} dB after {args.nsteps} steps")
+    print(f"{out} ({out.stat().st_size/1e3:.0f} kB, {nsteps + 1} frames) and {out.with_suffix('.gif')}: "
+          f"{len(pixels)} test pictures, masked PSNR {psnr:.2f} dB after {nsteps} steps")
     return 0
 
 # %% ../nbs/lib/02_cli.ipynb #01c71928
@@ -135,8 +137,9 @@ def make_parser()->argparse.ArgumentParser:
     n.add_argument("--out", type=Path, default=Path("retrieval.mp4"), help="the video (a .gif is written beside)")
     n.add_argument("--model", default="fashion_mnist", help="which shipped model")
     n.add_argument("--n", type=int, default=16, help="how many pictures")
-    n.add_argument("--nsteps", type=int, default=12, help="descent steps shown (the model was trained with 12)")
-    n.add_argument("--alpha", type=float, default=0.1, help="descent step size")
+    n.add_argument("--nsteps", type=int, default=None, help="descent steps shown (default: the model's own, 12)")
+    n.add_argument("--alpha", type=float, default=None, help="descent step size (default: the model's own, 0.1)")
+    n.add_argument("--safeguard", action="store_true", help="halve any step that would raise the energy")
     n.add_argument("--fps", type=float, default=4, help="frames per second")
     n.add_argument("--seed", type=int, default=7, help="which patches are hidden")
     n.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -26,11 +26,33 @@ import requests
 # %% auto #0
 __all__ = ['CACHE_ENV', 'AMTUTORIAL_COMMIT', 'ET_DATA_URL', 'ET_IMG_SHA256', 'ET_IMG_NAMES', 'FASHION_MNIST_URL',
            'FASHION_MNIST_SYSTEM_DIRS', 'FASHION_MNIST_CLASSES', 'FASHION_MNIST_FILES', 'FASHION_MNIST_SPLITS',
-           'ASSETS', 'FASHION_MNIST_SAMPLE', 'ET_CKPT_KEYS', 'MAX_NPZ_BYTES', 'ET_CKPT_URL', 'CacheDirError',
-           'get_cache_dir', 'DownloadError', 'fetch_file', 'get_et_imgs', 'parse_idx', 'load_fashion_mnist',
-           'make_fashion_mnist_sample', 'load_fashion_mnist_sample', 'CheckpointError', 'ETCheckpoint',
-           'validate_et_arrays', 'atomic_savez', 'read_npz', 'read_et_checkpoint', 'write_et_checkpoint',
-           'get_et_checkpoint', 'cache_contents']
+           'ASSETS', 'FASHION_MNIST_SAMPLE', 'ET_CKPT_KEYS', 'MAX_NPZ_BYTES', 'ET_CKPT_URL', 'check_precision',
+           'check_vector', 'CacheDirError', 'get_cache_dir', 'DownloadError', 'fetch_file', 'get_et_imgs', 'parse_idx',
+           'load_fashion_mnist', 'make_fashion_mnist_sample', 'load_fashion_mnist_sample', 'CheckpointError',
+           'ETCheckpoint', 'validate_et_arrays', 'atomic_savez', 'read_npz', 'read_et_checkpoint',
+           'write_et_checkpoint', 'get_et_checkpoint', 'cache_contents']
+
+# %% ../nbs/lib/00_data_utils.ipynb #0555adb4
+def check_precision(name:str, # the argument's name, for the message
+                    a, # an array (numpy or JAX), or anything else (not checked)
+                   ) -> None:
+    "Raise a `TypeError` naming `name` if `a` is a half-precision (float16 or bfloat16) array."
+    dtype = getattr(a, "dtype", None)
+    if dtype is not None and str(dtype) in ("float16", "bfloat16"):
+        raise TypeError(f"{name} has dtype {dtype}: expected float32 (or float64); convert with {name}.astype(np.float32)")
+
+def check_vector(name:str, # the argument's name, for the message
+                 x, # the value to check
+                 dim:int, # the dimension it must have
+                 kind:str="vector", # what one such vector is called ("point", "state"), for the message
+                ) -> None:
+    "Raise a `TypeError`/`ValueError` naming `name` unless `x` is one array of shape `(dim,)` in float32 or float64."
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array of shape ({dim},), got {type(x).__name__}")
+    check_precision(name, x)
+    if tuple(x.shape) != (dim,):
+        raise ValueError(f"{name} has shape {tuple(x.shape)}: expected one {kind} of shape ({dim},), "
+                         f"the dimension of the memories (vmap over a batch)")
 
 # %% ../nbs/lib/00_data_utils.ipynb #25e9771a
 CACHE_ENV = "AMTUTORIAL_CACHE_DIR"

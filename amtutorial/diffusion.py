@@ -21,6 +21,8 @@ from fastcore.basics import patch
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
+from .data_utils import check_precision, check_vector
+
 # %% ../nbs/tutorial/03_diffusion_as_memory.ipynb #b4f962e8
 #| code-fold: true
 def _is_concrete(value) -> bool:
@@ -39,21 +41,9 @@ def _check_sigma(name: str, value, what: str = "a noise level") -> None:
         raise ValueError(f"{name}={value!r}: expected {what} > 0 (and finite)")
 
 
-def _check_precision(name: str, a) -> None:
-    "Raise a `TypeError` for half-precision arrays: they lose the memories and break `lax.scan`'s fixed carry type."
-    if np.dtype(getattr(a, "dtype", np.float32)) in (np.dtype(np.float16), np.dtype(jnp.bfloat16)):
-        raise TypeError(f"{name} has dtype {a.dtype}: expected float32 (or float64); convert with "
-                        f"{name}.astype(jnp.float32)")
-
-
 def _check_point(x, dim: int, what: str = "x") -> None:
-    "Raise a `TypeError`/`ValueError` if `x` is not a single float32 point of dimension `dim`."
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{what} must be an array of shape ({dim},), got {type(x).__name__}")
-    _check_precision(what, x)
-    if tuple(x.shape) != (dim,):
-        raise ValueError(f"{what} has shape {tuple(x.shape)}: expected one point of shape ({dim},), "
-                         f"the dimension of the memories (vmap over a batch)")
+    "Raise a `TypeError`/`ValueError` unless `x` is one float32 point of dimension `dim`."
+    check_vector(what, x, dim, "point")
 
 # %% ../nbs/tutorial/03_diffusion_as_memory.ipynb #cfe2ca76
 def circle_points(
@@ -80,7 +70,7 @@ class EmpiricalMemory(eqx.Module):
         if self.Xi.ndim != 2 or self.Xi.shape[0] < 1 or self.Xi.shape[1] < 1:
             raise ValueError(f"Xi has shape {tuple(self.Xi.shape)}: expected (K, D) with K >= 1 memories "
                              f"of dimension D >= 1")
-        _check_precision("Xi", self.Xi)
+        check_precision("Xi", self.Xi)
         if _is_concrete(self.Xi) and not bool(jnp.all(jnp.isfinite(self.Xi))):
             raise ValueError("Xi contains NaN or infinite values: expected finite memories")
 
@@ -347,7 +337,7 @@ def train_energy_net(
     "Train an `EnergyNet` on `data` with denoising score matching (@eq-dsm)."
     if data.ndim != 2 or data.shape[0] < 1 or data.shape[1] < 1:
         raise ValueError(f"data has shape {tuple(data.shape)}: expected (K, D) with K >= 1 training points")
-    _check_precision("data", data)
+    check_precision("data", data)
     if _is_concrete(data) and not bool(jnp.all(jnp.isfinite(data))):
         raise ValueError("data contains NaN or infinite values: expected finite training points")
     if isinstance(n_chunks, bool) or not isinstance(n_chunks, (int, np.integer)) or n_chunks < 1:

@@ -19,6 +19,8 @@ from einops import rearrange
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
+from .data_utils import check_precision, check_vector
+
 # %% ../nbs/tutorial/04_distributed_memory.ipynb #7a5e1fa9
 def _check_beta(beta) -> None:
     "Raise a `ValueError` if the inverse temperature is not a positive number."
@@ -43,30 +45,18 @@ def _check_count(name: str, value, what: str) -> None:
         raise ValueError(f"{name}={value!r}: expected a positive integer ({what})")
 
 
-def _check_precision(name: str, a) -> None:
-    "Raise a `TypeError` for half-precision arrays: float16 overflows exp(beta ...) and changes `lax.scan`'s carry type."
-    if np.dtype(getattr(a, "dtype", np.float32)) in (np.dtype(np.float16), np.dtype(jnp.bfloat16)):
-        raise TypeError(f"{name} has dtype {a.dtype}: expected float32 (or float64); convert with "
-                        f"{name}.astype(jnp.float32)")
-
-
 def _check_memories(Xi) -> None:
     "Raise a `ValueError` unless `Xi` is a (K, D) array with K >= 1 and D >= 1."
     if Xi.ndim != 2 or Xi.shape[0] < 1 or Xi.shape[1] < 1:
         raise ValueError(f"Xi has shape {tuple(Xi.shape)}: expected (K, D) with K >= 1 memories of dimension D >= 1")
-    _check_precision("Xi", Xi)
+    check_precision("Xi", Xi)
     if not isinstance(Xi, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(Xi))):
         raise ValueError("Xi contains NaN or infinite values: expected finite memories")
 
 
 def _check_state(x, dim: int, what: str = "x") -> None:
     "Raise a `TypeError`/`ValueError` unless `x` is one float32 state of dimension `dim`."
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{what} must be an array of shape ({dim},), got {type(x).__name__}")
-    _check_precision(what, x)
-    if tuple(x.shape) != (dim,):
-        raise ValueError(f"{what} has shape {tuple(x.shape)}: expected one state of shape ({dim},), the dimension "
-                         f"of the memories (vmap over a batch)")
+    check_vector(what, x, dim, "state")
 
 
 class DenseMemory(eqx.Module):

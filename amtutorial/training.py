@@ -18,20 +18,19 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
-from einops import repeat
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, Bool, Float
 from tqdm.auto import tqdm
 
-from .data_utils import ASSETS, atomic_savez, get_cache_dir, load_fashion_mnist
-from .energy_transformer import (ImageETConfig, ImageEnergyTransformer, _inpaint_core, load_et,
-                                           rand_init, random_patch_mask, save_et)
+from .data_utils import atomic_savez, get_cache_dir, load_fashion_mnist
+from .energy_transformer import rand_init
+from .image_et import (ImageETConfig, ImageEnergyTransformer, load_et, pretrained_path, random_masks,
+                                 reconstruct, save_et)
+from .metrics import masked_psnr
 
 # %% auto #0
-__all__ = ['PRETRAINED', 'TrainConfig', 'make_optimizer', 'n_hidden', 'random_masks', 'pixel_mask', 'batch_loss', 'train_step',
-           'data_parallel', 'shard_batch', 'replicate', 'state_path', 'load_train_state', 'evaluate_psnr', 'train',
-           'get_pretrained_et', 'training_record', 'masked_psnr', 'masked_ssim', 'mean_fill', 'biharmonic_fill',
-           'nearest_neighbour_fill', 'reconstruct', 'reconstruction_trajectory', 'eval_masks']
+__all__ = ['TrainConfig', 'make_optimizer', 'batch_loss', 'train_step', 'data_parallel', 'shard_batch', 'replicate', 'state_path',
+           'load_train_state', 'evaluate_psnr', 'train', 'training_record']
 
 # %% ../nbs/tutorial/02_training_et.ipynb #03d8a4f9
 class TrainConfig(eqx.Module):
@@ -44,19 +43,17 @@ class TrainConfig(eqx.Module):
     weight_decay: float = 0.05  # AdamW's decoupled weight decay
     clip: float = 1.0  # gradients are clipped to this global norm
     mask_frac: float = 0.5  # fraction of the patches hidden in each training image
-    nsteps: int = 12  # energy descent steps of the forward pass
-    alpha: float = 0.1  # step size of the descent
     visible_weight: float = 0.1  # weight of the visible pixels' error in the loss (hidden pixels: 1)
     n_val: int = 1000  # training images held out for validation (the last ones of the split)
     eval_every: int = 250  # steps between validation measurements and checkpoints
     seed: int = 0  # decides the initial weights, the batches and the masks
 
     def __check_init__(self):
-        for k in ("steps", "batch_size", "warmup", "nsteps", "n_val", "eval_every"):
+        for k in ("steps", "batch_size", "warmup", "n_val", "eval_every"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "warmup" else 1):
                 raise ValueError(f"{k} must be a positive integer, got {v!r}")
-        for k in ("lr", "alpha"):
+        for k in ("lr",):
             if not getattr(self, k) > 0: raise ValueError(f"{k} must be > 0, got {getattr(self, k)!r}")
         if not 0 < self.mask_frac < 1: raise ValueError(f"mask_frac must be in (0, 1), got {self.mask_frac!r}")
         for k in ("end_lr_frac", "weight_decay", "visible_weight"):
@@ -68,7 +65,7 @@ class TrainConfig(eqx.Module):
     @classmethod
     def tiny(cls):
         "A few quick steps, for tests and demonstrations."
-        return cls(steps=6, batch_size=8, warmup=2, n_val=16, eval_every=3, nsteps=3)
+        return cls(steps=6, batch_size=8, warmup=2, n_val=16, eval_every=3)
 
 # %% ../nbs/tutorial/02_training_et.ipynb #cdbc6d0d
 def make_optimizer(cfg:TrainConfig) -> optax.GradientTransformation:
@@ -77,22 +74,6 @@ def make_optimizer(cfg:TrainConfig) -> optax.GradientTransformation:
                                                   cfg.lr * cfg.end_lr_frac)
     return optax.chain(optax.clip_by_global_norm(cfg.clip), optax.adamw(schedule, weight_decay=cfg.weight_decay))
 
-# %% ../nbs/tutorial/02_training_et.ipynb #8d9093de
-def n_hidden(config:ImageETConfig, cfg:TrainConfig) -> int:
-    "How many patches a training or evaluation mask hides."
-    return int(round(cfg.mask_frac * config.n_patches))
-
-def random_masks(key:PRNGKeyArray, n:int, config:ImageETConfig, cfg:TrainConfig) -> Bool[Array, "n K"]:
-    "`n` independent random patch masks."
-    k = n_hidden(config, cfg)
-    return jax.vmap(lambda kk: random_patch_mask(config.n_patches, k, key=kk))(jr.split(key, n))
-
-def pixel_mask(mask:Bool[Array, "*n K"], config:ImageETConfig) -> Bool[Array, "*n h w"]:
-    "Per-pixel version of a patch mask: True on every pixel of a hidden patch."
-    kh, kw = config.patcher.grid
-    p = config.patch_size
-    return repeat(mask, "... (kh kw) -> ... (kh ph) (kw pw)", kh=kh, kw=kw, ph=p, pw=p)
-
 # %% ../nbs/tutorial/02_training_et.ipynb #a8221a21
 def batch_loss(model:ImageEnergyTransformer,
                images:Float[Array, "n h w c"], # normalised images
@@ -100,9 +81,8 @@ def batch_loss(model:ImageEnergyTransformer,
                cfg:TrainConfig,
               ) -> Float[Array, ""]:
     "Mean squared error on the hidden pixels + `visible_weight` × that on the visible ones."
-    alpha = jnp.asarray(cfg.alpha, images.dtype)
-    recon = jax.vmap(lambda x, m: _inpaint_core(model, x, m, alpha, cfg.nsteps, False)[0])(images, masks)
-    hidden = pixel_mask(masks, model.config)[..., None]
+    recon = jax.vmap(lambda x, m: model.inpaint(x, m)[0])(images, masks)
+    hidden = model.config.patcher.pixel_mask(masks)[..., None]
     se = (recon - images) ** 2
     mse_hidden = (se * hidden).sum() / jnp.maximum(hidden.sum() * se.shape[-1], 1)
     mse_visible = (se * ~hidden).sum() / jnp.maximum((~hidden).sum() * se.shape[-1], 1)
@@ -134,11 +114,6 @@ def replicate(tree, sharding:NamedSharding):
     return jax.tree.map(lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x, tree)
 
 # %% ../nbs/tutorial/02_training_et.ipynb #6fb19c67
-def _to_model_range(model_config:ImageETConfig, pixels:np.ndarray) -> np.ndarray:
-    "uint8 (n, h, w) pictures → normalised float32 (n, h, w, c)."
-    x = pixels.astype(np.float32)[..., None] / 255.0
-    return (x - np.array(model_config.pixel_mean, np.float32)) / np.array(model_config.pixel_std, np.float32)
-
 def state_path(out:Path) -> Path:
     "Where `train` keeps the optimiser state and history next to the model checkpoint `out`."
     return Path(out).with_suffix(".state.npz")
@@ -165,19 +140,14 @@ def load_train_state(out:Path, optimizer, model) -> tuple:
     return jax.tree.unflatten(treedef, restored), meta
 
 # %% ../nbs/tutorial/02_training_et.ipynb #737db13f
-def evaluate_psnr(model:ImageEnergyTransformer, images:Float[Array, "n h w c"], masks:Bool[Array, "n K"],
-                  nsteps:int, alpha:float, batch:int=250) -> float:
-    "Mean masked PSNR (dB, on [0, 1] pixels) of the model's reconstructions of normalised `images`."
-    std = jnp.array(model.config.pixel_std)
-    f = eqx.filter_jit(jax.vmap(lambda x, m: _inpaint_core(model, x, m, jnp.asarray(alpha, x.dtype), nsteps, False)[0]))
-    out = []
-    for i in range(0, len(images), batch):
-        x, m = images[i:i+batch], masks[i:i+batch]
-        err = ((f(x, m) - x) * std[None, None, None, :]) ** 2  # back to [0, 1] pixel units
-        h = pixel_mask(m, model.config)[..., None]
-        mse = (err * h).sum((1, 2, 3)) / (h.sum((1, 2, 3)) * x.shape[-1])
-        out.append(10 * jnp.log10(1 / jnp.clip(mse, 1e-10)))
-    return float(jnp.concatenate(out).mean())
+def evaluate_psnr(model:ImageEnergyTransformer, # the model, run with its configuration's descent
+                  pixels:np.ndarray, # (n, h, w) pictures in [0, 1]
+                  masks:np.ndarray, # (n, K) True = hidden patch
+                  batch:int=250, # pictures per compiled call
+                 ) -> float: # the mean masked PSNR, in dB
+    "Mean masked PSNR of the model's reconstructions (`reconstruct`), over the hidden pixels (`metrics.masked_psnr`)."
+    hidden = np.asarray(model.config.patcher.pixel_mask(np.asarray(masks)))
+    return float(masked_psnr(reconstruct(model, pixels, masks, batch=batch), pixels, hidden).mean())
 
 # %% ../nbs/tutorial/02_training_et.ipynb #415d0123
 def train(cfg:TrainConfig, # the recipe
@@ -198,9 +168,9 @@ def train(cfg:TrainConfig, # the recipe
                          f"{model_config.image_shape[1]}), got {images.dtype} {images.shape}")
     if len(images) <= cfg.n_val + cfg.batch_size:
         raise ValueError(f"{len(images)} images are too few for n_val={cfg.n_val} and batch_size={cfg.batch_size}")
-    data = _to_model_range(model_config, images)
-    train_x, val_x = data[:-cfg.n_val], jnp.asarray(data[-cfg.n_val:])
-    val_m = random_masks(jr.fold_in(jr.key(cfg.seed), 2**31 - 1), cfg.n_val, model_config, cfg)
+    train_x = np.asarray(model_config.normalize(images[:-cfg.n_val, ..., None].astype(np.float32) / 255))
+    val_pix = images[-cfg.n_val:].astype(np.float32) / 255
+    val_m = np.asarray(random_masks(jr.fold_in(jr.key(cfg.seed), 2**31 - 1), cfg.n_val, model_config, cfg.mask_frac))
     optimizer = make_optimizer(cfg)
     dsh, rsh = data_parallel(devices)
     model = rand_init(jr.key(cfg.seed), model_config)
@@ -218,7 +188,7 @@ def train(cfg:TrainConfig, # the recipe
     try:
         while step < last:
             idx = np.random.default_rng([cfg.seed, step]).integers(0, len(train_x), cfg.batch_size)
-            masks = random_masks(jr.fold_in(jr.key(cfg.seed), step), cfg.batch_size, model_config, cfg)
+            masks = random_masks(jr.fold_in(jr.key(cfg.seed), step), cfg.batch_size, model_config, cfg.mask_frac)
             new = train_step(model, opt_state, shard_batch(jnp.asarray(train_x[idx]), dsh), shard_batch(masks, dsh),
                              cfg, optimizer)
             if not np.isfinite(float(new[2])):
@@ -229,7 +199,7 @@ def train(cfg:TrainConfig, # the recipe
             step += 1
             bar.update(1)
             if step % cfg.eval_every == 0 or step == last:
-                psnr = evaluate_psnr(model, val_x, val_m, cfg.nsteps, cfg.alpha)
+                psnr = evaluate_psnr(model, val_pix, val_m)
                 history["step"].append(step); history["loss"].append(float(np.mean(losses))); history["val_psnr"].append(psnr)
                 losses = []
                 bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", val_psnr=f"{psnr:.2f} dB")
@@ -242,118 +212,7 @@ def train(cfg:TrainConfig, # the recipe
     return model, meta
 
 # %% ../nbs/tutorial/02_training_et.ipynb #85217bc6
-PRETRAINED = {"fashion_mnist": "et_fashion_mnist.npz"}
-
-def _pretrained_file(name:str)->Path:
-    if name not in PRETRAINED: raise ValueError(f"no pretrained model {name!r}; available: {sorted(PRETRAINED)}")
-    return ASSETS/PRETRAINED[name]
-
-def get_pretrained_et(
-    name:str="fashion_mnist", # which shipped model
-)->ImageEnergyTransformer:
-    "An Energy Transformer shipped with the package (no download)."
-    return load_et(_pretrained_file(name))
-
-def training_record(name:str="fashion_mnist")->dict:
+def training_record(name:str="fashion_mnist", # which shipped model
+                   )->dict:
     "How the shipped model `name` was trained: recipe, steps, wall time, hardware, data and history."
-    return json.loads(_pretrained_file(name).with_suffix(".json").read_text())
-
-# %% ../nbs/tutorial/02_training_et.ipynb #94dbe6ca
-def _check_same_shape(**arrays):
-    shapes = {k: np.shape(v) for k, v in arrays.items()}
-    if len(set(shapes.values())) != 1: raise ValueError(f"arrays must have the same shape, got {shapes}")
-
-def masked_psnr(pred:np.ndarray, # (n, h, w) reconstructions, values in [0, 1]
-                target:np.ndarray, # (n, h, w) originals, values in [0, 1]
-                hidden:np.ndarray, # (n, h, w) True where the pixel was hidden
-               )->np.ndarray: # (n,) PSNR of each image on its hidden pixels, in dB
-    "Peak signal-to-noise ratio of each image over its hidden pixels only."
-    _check_same_shape(pred=pred, target=target, hidden=hidden)
-    counts = hidden.reshape(len(hidden), -1).sum(1)
-    if (counts == 0).any(): raise ValueError("every image needs at least one hidden pixel")
-    mse = ((pred - target) ** 2 * hidden).reshape(len(hidden), -1).sum(1) / counts
-    return 10 * np.log10(1 / np.maximum(mse, 1e-10))
-
-def masked_ssim(pred:np.ndarray, # (n, h, w) reconstructions, values in [0, 1]
-                target:np.ndarray, # (n, h, w) originals
-                hidden:np.ndarray, # (n, h, w) True where the pixel was hidden
-               )->np.ndarray: # (n,) mean SSIM over the hidden pixels of each image
-    "Structural similarity of each image, averaged over its hidden pixels."
-    from skimage.metrics import structural_similarity
-    _check_same_shape(pred=pred, target=target, hidden=hidden)
-    return np.array([structural_similarity(p, t, data_range=1.0, full=True)[1][h].mean()
-                     for p, t, h in zip(pred, target, hidden)])
-
-# %% ../nbs/tutorial/02_training_et.ipynb #3116c3fd
-def mean_fill(images:np.ndarray, # (n, h, w) pictures in [0, 1]
-              hidden:np.ndarray, # (n, h, w) True = hidden pixel
-             )->np.ndarray: # (n, h, w)
-    "Fill the hidden pixels of each image with the mean of its visible pixels."
-    _check_same_shape(images=images, hidden=hidden)
-    axes = tuple(range(1, images.ndim))
-    mean = (images * ~hidden).sum(axes, keepdims=True) / np.maximum((~hidden).sum(axes, keepdims=True), 1)
-    return np.where(hidden, mean, images)
-
-def biharmonic_fill(images:np.ndarray, hidden:np.ndarray, progress:bool=False)->np.ndarray:
-    "Fill the hidden pixels with scikit-image's biharmonic inpainting, image by image."
-    from skimage.restoration import inpaint_biharmonic
-    _check_same_shape(images=images, hidden=hidden)
-    return np.stack([inpaint_biharmonic(np.array(x), np.array(h)) for x, h in tqdm(list(zip(images, hidden)), disable=not progress,
-                                                                  desc="biharmonic", leave=False)])
-
-def nearest_neighbour_fill(images:np.ndarray, # (n, h, w) pictures in [0, 1]
-                           hidden:np.ndarray, # (n, h, w) True = hidden pixel
-                           memory:np.ndarray, # (m, h, w) stored pictures in [0, 1]
-                           chunk:int=250, # test images compared at once
-                          )->np.ndarray: # (n, h, w)
-    "Copy the hidden pixels from the stored picture nearest on the visible pixels (squared distance)."
-    _check_same_shape(images=images, hidden=hidden)
-    if memory.shape[1:] != images.shape[1:]:
-        raise ValueError(f"memory pictures are {memory.shape[1:]}, the images {images.shape[1:]}")
-    T = memory.reshape(len(memory), -1).astype(np.float32)
-    T2 = T * T
-    out = []
-    for i in range(0, len(images), chunk):
-        X = images[i:i+chunk].reshape(-1, T.shape[1]).astype(np.float32)
-        V = (~hidden[i:i+chunk]).reshape(-1, T.shape[1]).astype(np.float32)
-        # |v*(x - t)|^2 = sum v x^2 - 2 (v x).t + v.t^2, for every test x and stored t at once
-        d = (V * X * X).sum(1, keepdims=True) - 2 * (V * X) @ T.T + V @ T2.T
-        out.append(T[d.argmin(1)])
-    nn = np.concatenate(out).reshape(images.shape)
-    return np.where(hidden, nn, images)
-
-# %% ../nbs/tutorial/02_training_et.ipynb #f0ba64d3
-def reconstruct(model:ImageEnergyTransformer,
-                images:np.ndarray, # (n, h, w) grey pictures in [0, 1]
-                masks:np.ndarray, # (n, K) True = hidden patch
-                nsteps:int=12, alpha:float=0.1, batch:int=250,
-               )->np.ndarray: # (n, h, w) in [0, 1], visible pixels as given
-    "The model's fill-in of the hidden patches, in pixel units."
-    traj, _ = reconstruction_trajectory(model, images, masks, nsteps, alpha, batch=batch, every=nsteps or 1)
-    return traj[-1]
-
-def reconstruction_trajectory(model:ImageEnergyTransformer, images:np.ndarray, masks:np.ndarray, nsteps:int=12,
-                              alpha:float=0.1, batch:int=250, every:int=1,
-                             )->tuple[np.ndarray, np.ndarray]: # (T, n, h, w) pixel images and (T', n) energies
-    "Decoded images after every `every`-th descent step (and the energies after every step)."
-    if images.ndim != 3 or masks.shape != (len(images), model.config.n_patches):
-        raise ValueError(f"images must be (n, h, w) and masks (n, {model.config.n_patches}), got {images.shape} "
-                         f"and {masks.shape}")
-    mean, std = np.float32(model.config.pixel_mean[0]), np.float32(model.config.pixel_std[0])
-    hidden = np.asarray(pixel_mask(jnp.asarray(masks), model.config))
-    @eqx.filter_jit
-    def run(m, x, mk):  # the chapter's one-image `inpaint_trajectory`, vmapped over the batch
-        dec, E = jax.vmap(lambda a, b: m.inpaint_trajectory(a, b, nsteps, alpha))(x, mk)
-        return dec[:, ::every], E
-    outs, Es = [], []
-    for i in range(0, len(images), batch):
-        x = (images[i:i+batch, ..., None].astype(np.float32) - mean) / std
-        dec, E = run(model, jnp.asarray(x), jnp.asarray(masks[i:i+batch]))
-        outs.append(np.clip(np.asarray(dec)[..., 0] * std + mean, 0, 1)); Es.append(np.asarray(E))
-    traj = np.swapaxes(np.concatenate(outs), 0, 1)
-    return np.where(hidden[None], traj, images[None]), np.swapaxes(np.concatenate(Es), 0, 1)
-
-# %% ../nbs/tutorial/02_training_et.ipynb #e9c3644b
-def eval_masks(n:int, config:ImageETConfig, seed:int=20251125)->np.ndarray:
-    "The evaluation's masks: half the patches of each image, from a seed no training step uses."
-    return np.asarray(random_masks(jr.key(seed), n, config, TrainConfig()))
+    return json.loads(pretrained_path(name).with_suffix(".json").read_text())

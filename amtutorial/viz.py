@@ -128,13 +128,15 @@ def plot_energy(
 
 # %% ../nbs/lib/01_viz.ipynb #7b2f3845
 def content_key(
-    *arrays, # Arrays (numpy or jax) the result depends on
+    *arrays, # Arrays (numpy or jax) the result depends on; `None` stands for "no array"
     **params, # Other inputs: anything JSON can write (numbers, strings, lists, dicts)
 )->str: # 16 hex digits
-    "A short hash of `arrays` and `params`, for cache file names."
+    "A short hash of `arrays` and `params`, for cache file names: the same inputs give the same key in every run."
     h = hashlib.sha256()
     for a in arrays:
+        if a is None: h.update(b"<none>"); continue
         a = np.ascontiguousarray(np.asarray(a))
+        if a.dtype == object: raise TypeError("content_key hashes numeric arrays only; pass other inputs as keyword params")
         h.update(f"{a.dtype.str}{a.shape}".encode()); h.update(a.tobytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
@@ -280,8 +282,8 @@ MEDIA_LIMIT = 1_000_000  # bytes: larger files are not copied into nbs/media/ (t
 
 def _nbs_dir() -> Path | None:
     "The `nbs/` folder of the clone this package runs from, if any."
-    from amtutorial.data_utils import _package_dir
-    root = _package_dir().parent
+    from amtutorial.data_utils import ASSETS
+    root = ASSETS.parent.parent  # amtutorial/assets -> the clone's root, for an editable install
     return root/"nbs" if (root/"settings.ini").is_file() and (root/"nbs"/"_quarto.yml").is_file() else None
 
 def _publish(src:Path, dst:Path) -> Path:
@@ -339,7 +341,7 @@ def peak_rss_mb()->float: # Peak resident memory of this process so far, in MB (
     return peak/2**20 if sys.platform == "darwin" else peak/1024
 
 # %% ../nbs/lib/01_viz.ipynb #6a0f8c2f
-FRAME_LAYOUT = 2  # bump when `trajectory_frame` draws differently, so cached videos are redrawn
+FRAME_LAYOUT = 3  # bump when `trajectory_frame` draws differently, so cached videos are redrawn
 
 def frame_steps(
     T:int, # Number of recorded steps
@@ -361,12 +363,17 @@ def trajectory_frame(
     xlabel:str="step", # x label of the energy plot
     size:tuple=(6.4, 3.2), # Figure size in inches
     dpi:int=80, # Resolution
+    inputs:Real[np.ndarray, "B Hi Wi *Ci"]|None=None, # Images shown unchanged on the left (e.g. the cues), if any
+    ylabel:str="energy", # y label of the energy plot
 )->Figure: # One new figure (not registered with pyplot)
-    "One video frame: the images of step `t` on a grid, and the energy curves up to step `t`."
+    "One video frame: (the inputs,) the images of step `t` on a grid, and the energy curves up to step `t`."
     fig = Figure(figsize=size, dpi=dpi, layout="constrained")
-    ax_img, ax_E = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1, 1.1]))
+    if inputs is None: ax_img, ax_E = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1, 1.1]))
+    else:
+        ax_in, ax_img, ax_E = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1, 1, 0.9]))
+        image_grid(np.asarray(inputs), ncols=ncols, ax=ax_in, vmin=vmin, vmax=vmax, title="input")
     image_grid(states, ncols=ncols, ax=ax_img, vmin=vmin, vmax=vmax, title=title)
-    plot_energy(energies, ax=ax_E, upto=t, steps=steps, xlabel=xlabel)
+    plot_energy(energies, ax=ax_E, upto=t, steps=steps, xlabel=xlabel, ylabel=ylabel)
     return fig
 
 def trajectory_video(
@@ -386,10 +393,21 @@ def trajectory_video(
     gif:bool=True, # Also write a GIF
     gif_scale:Number=0.75, # GIF size relative to the video
     progress:bool=True, # Show a progress bar while rendering
+    inputs:Real[np.ndarray, "B Hi Wi *Ci"]|None=None, # Images shown unchanged on the left of every frame, if any
+    hold:int=0, # Extra frames repeating the last one before the video loops
+    ylabel:str="energy", # y label of the energy plot
+    key_extra:dict|None=None, # What else the frames depend on (JSON-able), for the cache key
 )->VideoFiles:
-    "Video of a recall: image grid + energy curves, one frame per subsampled step; cached by its inputs."
+    "Video of a recall: (inputs,) image grid + energy curves, one frame per subsampled step; cached by its inputs."
     states, energies = np.asarray(states), np.asarray(energies, dtype=np.float32)
     if states.ndim not in (4, 5): raise TypeError(f"states must be (T, B, H, W) or (T, B, H, W, C), got {states.shape}")
+    if states.ndim == 5 and states.shape[-1] == 1: states = states[..., 0]  # grey images without their channel axis
+    if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 0:
+        raise ValueError(f"hold must be an integer >= 0, got {hold!r}")
+    if inputs is not None:
+        inputs = np.asarray(inputs)
+        if len(inputs) != states.shape[1]:
+            raise ValueError(f"inputs must have one image per example ({states.shape[1]}), got {len(inputs)}")
     T, T2 = states.shape[0], energies.shape[0]
     if T < 1 or T2 < T or (T > 1 and (T2 - 1) % (T - 1)):
         raise ValueError(f"energies has {T2} steps and states {T}: energies must record every state, "
@@ -399,11 +417,13 @@ def trajectory_video(
     lo = float(states.min()) if vmin is None else vmin
     hi = float(states.max()) if vmax is None else vmax
     def frame_fn(i):
-        t = int(idx[i])
+        t = int(idx[min(i, len(idx) - 1)])  # the `hold` frames repeat the last step
         ttl = title(t*stride) if callable(title) else title
         return trajectory_frame(states[t], energies, t*stride, ncols=ncols, vmin=lo, vmax=hi, title=ttl,
-                                steps=steps, xlabel=xlabel, size=size, dpi=dpi)
-    key = content_key(states, energies, None if steps is None else np.asarray(steps), n_frames=len(idx), ncols=ncols,
-                      vmin=lo, vmax=hi, title=[title(int(t)*stride) for t in idx] if callable(title) else title,
-                      xlabel=xlabel, size=list(size), dpi=dpi, layout=FRAME_LAYOUT)
-    return cached_video(name, frame_fn, len(idx), key, fps=fps, gif=gif, gif_scale=gif_scale, progress=progress)
+                                steps=steps, xlabel=xlabel, size=size, dpi=dpi, inputs=inputs, ylabel=ylabel)
+    key = content_key(states, energies, None if steps is None else np.asarray(steps), inputs, n_frames=len(idx),
+                      ncols=ncols, vmin=lo, vmax=hi, title=[title(int(t)*stride) for t in idx] if callable(title) else title,
+                      xlabel=xlabel, ylabel=ylabel, hold=int(hold), size=list(size), dpi=dpi, layout=FRAME_LAYOUT,
+                      extra=key_extra)
+    return cached_video(name, frame_fn, len(idx) + int(hold), key, fps=fps, gif=gif, gif_scale=gif_scale,
+                        progress=progress)

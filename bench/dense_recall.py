@@ -25,7 +25,7 @@ import numpy as np
 from einops import rearrange
 
 
-from amtutorial.dense_storage import (ClassicalHopfield, ExponentialAM, PolynomialAM, _recall_async,
+from amtutorial.dense_storage import (ClassicalHopfield, ExponentialAM, PolynomialAM,
                                       compile_small_loops, corrupt, glyph_patterns, loops_compiled_whole)
 
 
@@ -65,7 +65,8 @@ def main():
         assert bool(jnp.all(out[True].x == out[False].x)) and float(out[True].energy) == float(out[False].energy), \
             f"{name}: incremental and full recall disagree"
         n_updates = int(out[True].sweeps)*D
-        whole = {inc: loops_compiled_whole(lambda x, inc=inc: _recall_async(model, x, key, a.sweeps, inc), probe)
+        whole = {inc: loops_compiled_whole(
+            lambda x, inc=inc: model.recall(x, key=key, max_sweeps=a.sweeps, incremental=inc), probe)
                  for inc in (True, False)}
         if not a.xla_defaults:  # the O(K) scan is compiled whole, the reference's scan is not
             assert whole[True] == whole[False] + 1, f"{name}: loops compiled whole {whole}"

@@ -6,6 +6,8 @@ What is timed (random weights from `rand_init(ImageETConfig.imagenet())`: N = 19
 M = 3072; a batch of token states through `jax.vmap`; float32 on the CPU):
 
 1. ours: `model.descend(x, nsteps, alpha)` (closed-form update, one `lax.scan`), vmapped over the batch and jitted;
+1b. ours, safeguarded: `model.descend(x, nsteps, alpha, safeguard=True)`: the same, with each step checked and halved
+   while it would raise the energy (here every first try is accepted, so the ratio to 1. is the safeguard's overhead);
 2. reference: the same descent written the plain way, `jax.value_and_grad` of `energy_g` inside a `lax.scan`;
 3. roofline: one 2048 x 2048 float32 matrix product (what this CPU's BLAS does at its best).
 
@@ -33,7 +35,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from amtutorial.energy_transformer import ImageETConfig, rand_init
+from amtutorial.energy_transformer import rand_init
+from amtutorial.image_et import ImageETConfig
 
 
 def step_flops(N, D, H, Y, M):
@@ -70,16 +73,21 @@ def main():
     A = jr.normal(jr.key(2), (2048, 2048))
 
     ours = eqx.filter_jit(lambda et, xb: jax.vmap(lambda x: et.descend(x, a.steps, a.alpha))(xb))
+    guarded = eqx.filter_jit(lambda et, xb: jax.vmap(lambda x: et.descend(x, a.steps, a.alpha, safeguard=True))(xb))
     ref = eqx.filter_jit(lambda et, xb: jax.vmap(lambda x: reference_descend(et, x, a.steps, a.alpha))(xb))
     matmul = jax.jit(lambda A: A @ A)
 
-    runs = {"ours (closed form)": lambda: ours(model.et, x), "reference (autograd)": lambda: ref(model.et, x),
+    runs = {"ours (closed form)": lambda: ours(model.et, x), "ours, safeguarded": lambda: guarded(model.et, x),
+            "reference (autograd)": lambda: ref(model.et, x),
             "matmul 2048^2": lambda: matmul(A)}
     outs = {k: jax.block_until_ready(f()) for k, f in runs.items()}  # compile and warm up
     E_ours, E_ref = np.asarray(outs["ours (closed form)"][1]), np.asarray(outs["reference (autograd)"][1])
     agree = float(np.abs(E_ours - E_ref).max() / np.abs(E_ref).max())
     assert agree < 1e-4, f"ours and the reference disagree: relative energy difference {agree:.2e}"
     assert np.all(np.diff(E_ours, axis=1) <= 1e-5 * np.abs(E_ours[:, :-1])), "energy increased"
+    E_guard = np.asarray(outs["ours, safeguarded"][1])
+    assert np.all(np.diff(E_guard, axis=1) <= 0), "the safeguarded energy increased"
+    assert np.array_equal(E_guard, E_ours), "every first try is accepted here, so the safeguard must change nothing"
 
     times = {k: [] for k in runs}
     for _ in range(a.rounds):
@@ -91,7 +99,8 @@ def main():
 
     mm, final, elem = step_flops(N, D, H, Y, M)
     et_flops = a.batch * (a.steps * mm + final)
-    flops = {"ours (closed form)": et_flops, "reference (autograd)": et_flops, "matmul 2048^2": 2 * 2048**3}
+    flops = {"ours (closed form)": et_flops, "ours, safeguarded": et_flops, "reference (autograd)": et_flops,
+             "matmul 2048^2": 2 * 2048**3}
     gflops = {k: flops[k] / best[k] / 1e9 for k in runs}
 
     print(f"Energy Transformer inference, ImageNet size: N={N} D={D} H={H} Y={Y} M={M}, batch {a.batch} (vmap), "
@@ -110,6 +119,8 @@ def main():
     roof = gflops["ours (closed form)"] / gflops["matmul 2048^2"]
     print(f"ratio ours vs reference (best time_ref / time_ours): {speedup:.2f}x   [bar >= 1.0: "
           f"{'PASS' if speedup >= 1.0 else 'FAIL'}]")
+    overhead = best["ours, safeguarded"] / best["ours (closed form)"]
+    print(f"ratio safeguarded vs plain (best time_guarded / time_plain): {overhead:.2f}x")
     print(f"ratio ours vs matmul roofline (best GFLOP/s):  {roof:.2f}x   [bar >= 0.8: "
           f"{'PASS' if roof >= 0.8 else 'FAIL'}]")
     print(f"energies agree with the reference to {agree:.1e} (relative); peak RSS "

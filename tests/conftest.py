@@ -17,6 +17,12 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_platforms", "cpu")
 
 import pytest  # noqa: E402
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+# Hypothesis loads a derandomized "ci" profile by itself when the CI variable is set; property tests here must see
+# fresh random draws on every run, in CI too (known hard cases are pinned with @example in the tests).
+_hypothesis_settings.register_profile("fresh", derandomize=False, print_blob=True)
+_hypothesis_settings.load_profile("fresh")
 
 
 @pytest.fixture

@@ -325,6 +325,91 @@ def _names(msg: str, arg: str, exc: BaseException) -> bool:
     return re.search(rf"(?<![\w]){arg}(?![\w])" if re.fullmatch(r"\w+", arg) else arg, msg) is not None
 
 
+# --- the Energy Transformer block, the image model and the metrics ---------------------------------------------
+from amtutorial import energy_transformer as etb  # noqa: E402
+from amtutorial import image_et as ie  # noqa: E402
+from amtutorial import metrics as mt  # noqa: E402
+
+ET = etb.rand_init(KEY, etb.ETConfig.tiny())
+ET_X = jr.normal(KEY, (5, 16))
+IMG_CFG = ie.ImageETConfig((8, 8, 1), 4, etb.ETConfig.tiny(), (0.5,), (0.25,), nsteps=2)
+IM = etb.rand_init(KEY, IMG_CFG)
+IMG, MASK = jnp.zeros((8, 8, 1)), jnp.array([True, False, False, True])
+PIX, PMASKS = np.full((2, 8, 8), 0.5, np.float32), np.array([[True, False, False, True]] * 2)
+HID = np.ones((2, 4, 4), bool)
+
+CASES += [
+    Case("descend-x-list", lambda t: ET.descend([[0.0] * 16], 2, 0.1), "x"),
+    Case("descend-x-wrong-D", lambda t: ET.descend(jnp.zeros((5, 8)), 2, 0.1), "x"),
+    Case("descend-x-int", lambda t: ET.descend(np.zeros((5, 16), np.int32), 2, 0.1), "x"),
+    Case("descend-nsteps-negative", lambda t: ET.descend(ET_X, -1, 0.1), "nsteps"),
+    Case("descend-nsteps-float", lambda t: ET.descend(ET_X, 2.5, 0.1), "nsteps"),
+    Case("descend-nsteps-bool", lambda t: ET.descend(ET_X, True, 0.1), "nsteps"),
+    Case("descend-alpha-zero", lambda t: ET.descend(ET_X, 2, 0.0), "alpha"),
+    Case("descend-alpha-nan", lambda t: ET.descend(ET_X, 2, NAN), "alpha"),
+    Case("descend-alpha-inf", lambda t: ET.descend(ET_X, 2, INF), "alpha"),
+    Case("descend-alpha-str", lambda t: ET.descend(ET_X, 2, "0.1"), "alpha"),
+    Case("descend-safeguard-str", lambda t: ET.descend(ET_X, 2, 0.1, safeguard="yes"), "safeguard"),
+    Case("descend-max-halvings-zero", lambda t: ET.descend(ET_X, 2, 0.1, safeguard=True, max_halvings=0), "max_halvings"),
+    Case("descend-max-halvings-float", lambda t: ET.descend(ET_X, 2, 0.1, safeguard=True, max_halvings=1.5), "max_halvings"),
+    Case("energy-one-token-exclude-self", lambda t: etb.rand_init(KEY, etb.ETConfig.tiny(exclude_self=True)).energy(jnp.ones((1, 16))), "x"),
+    Case("step-bound-x-wrong-shape", lambda t: ET.step_size_bound(jnp.zeros((5, 3))), "x"),
+    Case("etconfig-D-zero", lambda t: etb.ETConfig(D=0), "D"),
+    Case("etconfig-H-float", lambda t: etb.ETConfig(H=2.5), "H"),
+    Case("etconfig-beta-negative", lambda t: etb.ETConfig(beta=-1.0), "beta"),
+    Case("etconfig-beta-inf", lambda t: etb.ETConfig(beta=INF), "beta"),
+    Case("etconfig-eps-zero", lambda t: etb.ETConfig(eps=0.0), "eps"),
+    Case("etconfig-exclude-self-int", lambda t: etb.ETConfig(exclude_self=1), "exclude_self"),
+    Case("rand-init-dict", lambda t: etb.rand_init(KEY, {"D": 4}), "config"),
+    Case("register-initialiser-not-class", lambda t: etb.register_initialiser(5, lambda k, c: None), "config_type"),
+    Case("register-initialiser-not-callable", lambda t: etb.register_initialiser(dict, 5), "init"),
+    Case("imageconfig-nsteps-negative", lambda t: IMG_CFG.replace(nsteps=-1), "nsteps"),
+    Case("imageconfig-alpha-nan", lambda t: IMG_CFG.replace(alpha=NAN), "alpha"),
+    Case("imageconfig-alpha-zero", lambda t: IMG_CFG.replace(alpha=0.0), "alpha"),
+    Case("imageconfig-safeguard-str", lambda t: IMG_CFG.replace(safeguard="no"), "safeguard"),
+    Case("imageconfig-std-zero", lambda t: IMG_CFG.replace(pixel_std=(0.0,)), "pixel_std"),
+    Case("imageconfig-mean-nan", lambda t: IMG_CFG.replace(pixel_mean=(NAN,)), "pixel_mean"),
+    Case("imageconfig-patch-does-not-divide", lambda t: IMG_CFG.replace(patch_size=3), "patch size"),
+    Case("imageconfig-from-dict-junk", lambda t: ie.ImageETConfig.from_dict({"nonsense": 1}), "config"),
+    Case("inpaint-image-wrong-shape", lambda t: IM.inpaint(IMG[:4], MASK), "image"),
+    Case("inpaint-image-nan", lambda t: IM.inpaint(IMG.at[0, 0, 0].set(NAN), MASK), "image"),
+    Case("inpaint-image-int", lambda t: IM.inpaint(IMG.astype(jnp.int32), MASK), "image"),
+    Case("inpaint-image-float16", lambda t: IM.inpaint(IMG.astype(jnp.float16), MASK), "image"),
+    Case("inpaint-mask-float", lambda t: IM.inpaint(IMG, MASK.astype(jnp.float32)), "mask"),
+    Case("inpaint-mask-wrong-length", lambda t: IM.inpaint(IMG, MASK[:3]), "mask"),
+    Case("inpaint-nsteps-negative", lambda t: IM.inpaint(IMG, MASK, nsteps=-1), "nsteps"),
+    Case("inpaint-alpha-negative", lambda t: IM.inpaint(IMG, MASK, alpha=-1.0), "alpha"),
+    Case("trajectory-safeguard-int", lambda t: IM.inpaint_trajectory(IMG, MASK, safeguard=2), "safeguard"),
+    Case("with-settings-alpha-inf", lambda t: IM.with_settings(alpha=INF), "alpha"),
+    Case("pixel-mask-wrong-length", lambda t: IMG_CFG.patcher.pixel_mask(jnp.zeros(3, bool)), "mask"),
+    Case("random-patch-mask-too-many", lambda t: ie.random_patch_mask(4, 5, key=KEY), "n_hidden"),
+    Case("random-masks-n-zero", lambda t: ie.random_masks(KEY, 0, IMG_CFG), "n"),
+    Case("reference-masks-frac", lambda t: ie.reference_masks(3, IMG_CFG, hidden_frac=1.5), "hidden_frac"),
+    Case("reconstruct-empty", lambda t: ie.reconstruct(IM, PIX[:0], PMASKS[:0]), "pixels"),
+    Case("reconstruct-nan", lambda t: ie.reconstruct(IM, with_nan(PIX), PMASKS), "pixels"),
+    Case("reconstruct-uint8", lambda t: ie.reconstruct(IM, (PIX * 255).astype(np.uint8), PMASKS), "pixels"),
+    Case("reconstruct-masks-shape", lambda t: ie.reconstruct(IM, PIX, PMASKS[:, :3]), "masks"),
+    Case("reconstruct-batch-zero", lambda t: ie.reconstruct(IM, PIX, PMASKS, batch=0), "batch"),
+    Case("reconstruct-model-block", lambda t: ie.reconstruct(ET, PIX, PMASKS), "model"),
+    Case("save-et-block", lambda t: ie.save_et(ET, t.tmp / "m.npz"), "model"),
+    Case("retrieval-video-name", lambda t: ie.retrieval_video("bad name", IM, IMG[None], MASK[None], progress=False), "name"),
+    Case("retrieval-video-hold", lambda t: ie.retrieval_video("v", IM, IMG[None], MASK[None], hold=-1, progress=False), "hold"),
+    Case("retrieval-video-empty", lambda t: ie.retrieval_video("v", IM, IMG[None][:0], MASK[None][:0], progress=False), "images"),
+    Case("psnr-shape-mismatch", lambda t: mt.masked_psnr(PIX, PIX[:1], np.ones_like(PIX, bool)), "pred"),
+    Case("psnr-hidden-float", lambda t: mt.masked_psnr(PIX, PIX, np.ones_like(PIX)), "hidden"),
+    Case("psnr-hidden-none", lambda t: mt.masked_psnr(PIX, PIX, np.zeros_like(PIX, bool)), "hidden"),
+    Case("psnr-pred-nan", lambda t: mt.psnr(with_nan(PIX), PIX), "pred"),
+    Case("psnr-empty", lambda t: mt.psnr(PIX[:0], PIX[:0]), "pred"),
+    Case("ssim-colour", lambda t: mt.masked_ssim(np.zeros((2, 4, 4, 3)), np.zeros((2, 4, 4, 3)), np.ones((2, 4, 4, 3), bool)), "grey"),
+    Case("mean-interval-one", lambda t: mt.mean_interval([1.0]), "values"),
+    Case("mean-interval-nan", lambda t: mt.mean_interval([1.0, NAN]), "values"),
+    Case("mean-fill-hidden-int", lambda t: mt.mean_fill(PIX[:, :4, :4], HID.astype(int)), "hidden"),
+    Case("nn-fill-memory-shape", lambda t: mt.nearest_neighbour_fill(PIX[:, :4, :4], HID, np.zeros((3, 4, 5))), "memory"),
+    Case("nn-fill-memory-empty", lambda t: mt.nearest_neighbour_fill(PIX[:, :4, :4], HID, np.zeros((0, 4, 4))), "memory"),
+    Case("nn-fill-chunk-zero", lambda t: mt.nearest_neighbour_fill(PIX[:, :4, :4], HID, PIX[:, :4, :4], chunk=0), "chunk"),
+]
+
+
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
     work = tmp_path / "work"

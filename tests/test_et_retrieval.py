@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-import amtutorial.energy_transformer as etm
+import amtutorial.image_et as iem
 from amtutorial.data_utils import ET_IMG_NAMES
-from amtutorial.energy_transformer import (HIDDEN_COLOUR, ETConfig, ImageETConfig, load_et, paper_demo, rand_init,
-                                           random_patch_mask, retrieval_frame, retrieval_video, try_paper_demo)
-from amtutorial.viz import VideoFiles, read_video, render_figure
+from amtutorial.energy_transformer import ETConfig, rand_init
+from amtutorial.image_et import (HIDDEN_COLOUR, ImageETConfig, load_et, paper_demo, random_patch_mask,
+                                 retrieval_pixels, retrieval_video, try_paper_demo)
+from amtutorial.viz import VideoFiles, read_video, render_figure, trajectory_frame
 
 ET_FIGS = SHARED / "data" / "et-figs"
 
@@ -86,9 +87,12 @@ def test_retrieval_video_frames_and_cache(small, cache_dir, monkeypatch):
     frames = read_video(v.mp4)
     assert len(frames) == 5 + 1 + 3
     # the first frame is step 0 and the last is step 5, as retrieval_frame draws them
-    masked, traj, E = etm._retrieval_pixels(model, images, masks, 5, 0.1)
-    first = render_figure(retrieval_frame(masked, traj[0], E, 0, ncols=3, size=(6.0, 2.0), dpi=80))
-    last = render_figure(retrieval_frame(masked, traj[-1], E, 5, ncols=3, size=(6.0, 2.0), dpi=80))
+    masked, traj, E = retrieval_pixels(model, images, masks, 5, 0.1)
+    E = np.asarray(E, np.float64) - np.asarray(E, np.float64)[:1]
+    frame = lambda t: render_figure(trajectory_frame(traj[t][..., 0], E, t, ncols=3, vmin=0, vmax=1, title=f"step {t}",
+                                                     size=(6.0, 2.0), dpi=80, inputs=masked,
+                                                     ylabel="energy - energy at step 0"))
+    first, last = frame(0), frame(5)
     assert frames.shape[1:] == first.shape
     err = max(mean_abs_diff(frames[0], first), mean_abs_diff(frames[-1], last))
     assert err < 4
@@ -97,7 +101,7 @@ def test_retrieval_video_frames_and_cache(small, cache_dir, monkeypatch):
     assert mean_abs_diff(frames[-1], last) < mean_abs_diff(frames[-1], first) / 2
     np.testing.assert_array_equal(frames[-1], frames[-4])  # held frames repeat the last step
     # asking again draws nothing and descends nothing
-    monkeypatch.setattr(etm, "_retrieval_pixels", lambda *a: pytest.fail("recomputed a cached video"))
+    monkeypatch.setattr(iem, "retrieval_pixels", lambda *a, **k: pytest.fail("recomputed a cached video"))
     stamp = v.mp4.stat().st_mtime_ns
     assert retrieval_video("small", model, images, masks, 5, 0.1, hold=3, fps=4, ncols=3, size=(6.0, 2.0), dpi=80,
                            progress=False) == v
@@ -113,7 +117,7 @@ def test_retrieval_video_key_follows_its_inputs(small, cache_dir, monkeypatch, c
     def fake(name, fn, n, key, **kw):
         seen.append((key, n))
         return VideoFiles(Path(f"{name}.mp4"), None, name)
-    monkeypatch.setattr(etm, "cached_video", fake)
+    monkeypatch.setattr(iem, "cached_video", fake)
     retrieval_video("k", **args)
     other = dict(args)
     other[change] = {"model": rand_init(jr.key(9), SMALL), "images": images.at[0, 0, 0, 0].add(1.0),
@@ -128,8 +132,8 @@ def test_retrieval_video_key_follows_its_inputs(small, cache_dir, monkeypatch, c
     (lambda m, im, mk: retrieval_video("v", m, im[:, :6], mk), ValueError, "images must be an array of shape (n, 12, 12, 1)"),
     (lambda m, im, mk: retrieval_video("v", m, im, mk[:, :5]), ValueError, "masks must have shape (3, 16), one row per image, got (3, 5)"),
     (lambda m, im, mk: retrieval_video("v", m, im, mk.astype(jnp.int32)), TypeError, "masks"),
-    (lambda m, im, mk: retrieval_video("v", m.et, im, mk), TypeError, "model must be an ImageEnergyTransformer"),
-    (lambda m, im, mk: retrieval_video("v", m, im, mk, nsteps=-1), ValueError, "nsteps must be >= 0"),
+    (lambda m, im, mk: retrieval_video("v", m.et, im, mk), TypeError, "model"),
+    (lambda m, im, mk: retrieval_video("v", m, im, mk, nsteps=-1), ValueError, "nsteps must be an integer >= 0"),
     (lambda m, im, mk: retrieval_video("v", m, im, mk, hold=-2), ValueError, "hold must be an integer >= 0"),
     (lambda m, im, mk: retrieval_video("bad name", m, im, mk), ValueError, "name must be a non-empty string"),
     (lambda m, im, mk: m.inpaint_trajectory(im[0], mk[0], alpha=0.0), ValueError, "alpha (the step size)"),
@@ -144,15 +148,13 @@ def test_bad_inputs(small, cache_dir, make, exc, message):
 def test_attention_weights_are_a_softmax_over_keys():
     et = rand_init(jr.key(3), ETConfig.tiny())
     g = jax.vmap(et.lnorm)(jr.normal(jr.key(4), (7, 16)))
-    A = et.attention_weights(g)
+    A = et.attention_weights(g)  # [h, B, C]: key B, query C, as in the energy
     assert A.shape == (2, 7, 7)
-    np.testing.assert_allclose(A.sum(-1), 1, rtol=1e-6)
-    # d(-E_attn)/d(scores) is the attention: check one head, one query, against autograd
-    beta = et.config.attn_beta
-    K = jnp.einsum("bd,hdy->hby", g, et.Wk)
-    Q = jnp.einsum("cd,hdy->hcy", g, et.Wq)
-    scores = beta * jnp.einsum("hcy,hby->hcb", Q, K)
-    grad = jax.grad(lambda s: jax.nn.logsumexp(s, axis=-1).sum())(scores)
+    np.testing.assert_allclose(A.sum(1), 1, rtol=1e-6)
+    # d(-E_attn)/d(scores) is the attention: check against autograd
+    K, Q = et.keys_queries(g)
+    scores = et.config.attn_beta * jnp.einsum("hby,hcy->hbc", K, Q)
+    grad = jax.grad(lambda s: jax.nn.logsumexp(s, axis=1).sum())(scores)
     np.testing.assert_allclose(A, grad, atol=1e-6)
 
 

@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 
 from amtutorial.data_utils import ASSETS, FASHION_MNIST_SYSTEM_DIRS, load_fashion_mnist, load_fashion_mnist_sample
-from amtutorial.energy_transformer import ETConfig, ImageETConfig, rand_init
-from amtutorial.training import (PRETRAINED, TrainConfig, biharmonic_fill, eval_masks, get_pretrained_et,
-                                 make_optimizer, masked_psnr, masked_ssim, mean_fill, nearest_neighbour_fill,
-                                 pixel_mask, random_masks, reconstruct, shard_batch, data_parallel, train,
+from amtutorial.energy_transformer import ETConfig, rand_init
+from amtutorial.image_et import (ImageETConfig, get_pretrained_et, pretrained_path, random_masks, reconstruct,
+                                 reference_masks)
+from amtutorial.metrics import biharmonic_fill, masked_psnr, masked_ssim, mean_fill, nearest_neighbour_fill
+from amtutorial.training import (TrainConfig, make_optimizer, shard_batch, data_parallel, train,
                                  train_step, training_record)
 
-SMALL = ImageETConfig((28, 28, 1), 4, ETConfig(D=32, H=2, Y=8, M=64), (0.286,), (0.353,))
-SHIPPED = ASSETS / PRETRAINED["fashion_mnist"]
+SMALL = ImageETConfig((28, 28, 1), 4, ETConfig(D=32, H=2, Y=8, M=64), (0.286,), (0.353,), nsteps=3)  # a short descent: fast
+SHIPPED = pretrained_path("fashion_mnist")
 
 
 def small_images(n=400):
@@ -30,7 +31,7 @@ def small_images(n=400):
 
 
 def test_training_smoke_loss_falls(tmp_path):
-    cfg = TrainConfig(steps=40, batch_size=16, warmup=5, nsteps=4, n_val=64, eval_every=20, lr=3e-3)
+    cfg = TrainConfig(steps=40, batch_size=16, warmup=5, n_val=64, eval_every=20, lr=3e-3)
     _, meta = train(cfg, SMALL, tmp_path / "m.npz", images=small_images(), progress=False)
     h = meta["history"]
     assert meta["step"] == 40 and h["step"] == [20, 40]
@@ -40,7 +41,7 @@ def test_training_smoke_loss_falls(tmp_path):
 
 
 def test_training_is_deterministic_and_resumes_exactly(tmp_path):
-    cfg = TrainConfig(steps=6, batch_size=8, warmup=2, nsteps=2, n_val=16, eval_every=3)
+    cfg = TrainConfig(steps=6, batch_size=8, warmup=2, n_val=16, eval_every=3)
     a, _ = train(cfg, SMALL, tmp_path / "a.npz", images=small_images(64), progress=False)
     b, _ = train(cfg, SMALL, tmp_path / "b.npz", images=small_images(64), progress=False, stop_after=4)
     b, meta = train(cfg, SMALL, tmp_path / "b.npz", images=small_images(64), progress=False)
@@ -53,16 +54,17 @@ SHARDING_SCRIPT = textwrap.dedent("""
     import os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import jax, jax.numpy as jnp, jax.random as jr, equinox as eqx, numpy as np
-    from amtutorial.energy_transformer import ETConfig, ImageETConfig, rand_init
-    from amtutorial.training import (TrainConfig, make_optimizer, random_masks, train_step, data_parallel,
+    from amtutorial.energy_transformer import ETConfig, rand_init
+    from amtutorial.image_et import ImageETConfig, random_masks
+    from amtutorial.training import (TrainConfig, make_optimizer, train_step, data_parallel,
                                      shard_batch, replicate)
     assert jax.device_count() == 4, jax.devices()
-    conf = ImageETConfig((28, 28, 1), 4, ETConfig(D=32, H=2, Y=8, M=64), (0.286,), (0.353,))
-    cfg = TrainConfig(batch_size=8, nsteps=3)
+    conf = ImageETConfig((28, 28, 1), 4, ETConfig(D=32, H=2, Y=8, M=64), (0.286,), (0.353,), nsteps=3)
+    cfg = TrainConfig(batch_size=8)
     model = rand_init(jr.key(0), conf)
     opt = make_optimizer(cfg)
     state = opt.init(eqx.filter(model, eqx.is_array))
-    x = jr.normal(jr.key(1), (8, 28, 28, 1)); m = random_masks(jr.key(2), 8, conf, cfg)
+    x = jr.normal(jr.key(1), (8, 28, 28, 1)); m = random_masks(jr.key(2), 8, conf, cfg.mask_frac)
     one, _, loss1 = train_step(jax.device_put(model, jax.devices()[0]), state, x, m, cfg, opt)
     ds, rs = data_parallel()
     xs = shard_batch(x, ds)
@@ -93,8 +95,8 @@ def test_shard_batch_rejects_indivisible_batch():
 def test_metrics_and_baselines_on_known_cases():
     rng = np.random.default_rng(0)
     x = rng.random((4, 28, 28)).astype(np.float32)
-    m = np.asarray(random_masks(jr.key(0), 4, SMALL, TrainConfig()))
-    h = np.asarray(pixel_mask(jnp.asarray(m), SMALL))
+    m = np.asarray(random_masks(jr.key(0), 4, SMALL))
+    h = np.asarray(SMALL.patcher.pixel_mask(m))
     assert h.sum((1, 2)).tolist() == [24 * 16] * 4
     np.testing.assert_allclose(masked_psnr(np.where(h, x + 0.1, x), x, h), 20.0, rtol=1e-5)
     np.testing.assert_allclose(masked_ssim(x, x, h), 1.0)
@@ -113,15 +115,15 @@ def test_metrics_and_baselines_on_known_cases():
     (lambda: TrainConfig(batch_size=-3), ValueError, "batch_size must be a positive integer"),
     (lambda: TrainConfig(mask_frac=1.0), ValueError, "mask_frac must be in \\(0, 1\\)"),
     (lambda: TrainConfig(lr=0.0), ValueError, "lr must be > 0"),
-    (lambda: TrainConfig(alpha=-0.1), ValueError, "alpha must be > 0"),
+    (lambda: ImageETConfig.fashion_mnist().replace(alpha=-0.1), ValueError, "alpha \\(the step size\\) must be"),
     (lambda: TrainConfig(clip=0.0), ValueError, "clip must be > 0"),
     (lambda: TrainConfig(visible_weight=-1.0), ValueError, "visible_weight must be >= 0"),
     (lambda: get_pretrained_et("imagenet"), ValueError, "no pretrained model 'imagenet'; available"),
     (lambda: masked_psnr(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)), np.zeros((2, 4, 4), bool)), ValueError,
-     "at least one hidden pixel"),
+     "at least one pixel of every image"),
     (lambda: mean_fill(np.zeros((2, 4, 4)), np.zeros((3, 4, 4), bool)), ValueError, "same shape"),
     (lambda: nearest_neighbour_fill(np.zeros((2, 4, 4)), np.ones((2, 4, 4), bool), np.zeros((5, 4, 5))), ValueError,
-     "memory pictures are"),
+     "memory must be a non-empty batch"),
 ])
 def test_bad_inputs(call, err, message):
     with pytest.raises(err, match=message):
@@ -129,20 +131,20 @@ def test_bad_inputs(call, err, message):
 
 
 def test_train_rejects_bad_images_and_changed_recipe(tmp_path):
-    cfg = TrainConfig(steps=2, batch_size=8, warmup=1, nsteps=1, n_val=16, eval_every=2)
+    cfg = TrainConfig(steps=2, batch_size=8, warmup=1, n_val=16, eval_every=2)
     with pytest.raises(ValueError, match="images must be uint8 of shape \\(n, 28, 28\\)"):
         train(cfg, SMALL, tmp_path / "m.npz", images=small_images(64).astype(np.float32), progress=False)
     with pytest.raises(ValueError, match="too few"):
         train(cfg, SMALL, tmp_path / "m.npz", images=small_images(20), progress=False)
     train(cfg, SMALL, tmp_path / "m.npz", images=small_images(64), progress=False)
     with pytest.raises(ValueError, match="was trained with"):
-        train(TrainConfig(steps=2, batch_size=8, warmup=1, nsteps=1, n_val=16, eval_every=2, lr=1.0), SMALL,
+        train(TrainConfig(steps=2, batch_size=8, warmup=1, n_val=16, eval_every=2, lr=1.0), SMALL,
               tmp_path / "m.npz", images=small_images(64), progress=False)
 
 
 def test_interrupted_training_keeps_a_checkpoint(tmp_path, monkeypatch):
     import amtutorial.training as tr
-    cfg = TrainConfig(steps=10, batch_size=8, warmup=1, nsteps=1, n_val=16, eval_every=100)
+    cfg = TrainConfig(steps=10, batch_size=8, warmup=1, n_val=16, eval_every=100)
     real, calls = tr.train_step, []
 
     def flaky(*a, **k):
@@ -157,11 +159,8 @@ def test_interrupted_training_keeps_a_checkpoint(tmp_path, monkeypatch):
 
 
 # --- the shipped model, on pictures and masks the project never used ------------------------------------------
-needs_shipped = pytest.mark.skipif(not SHIPPED.exists(), reason="the shipped checkpoint has not been trained yet")
-needs_fmnist = pytest.mark.skipif(not FASHION_MNIST_SYSTEM_DIRS[0].is_dir(), reason="no local Fashion-MNIST")
 
 
-@needs_shipped
 def test_shipped_checkpoint_loads_and_is_small():
     model = get_pretrained_et()
     assert model.config == ImageETConfig.fashion_mnist()
@@ -170,13 +169,13 @@ def test_shipped_checkpoint_loads_and_is_small():
     assert rec["step"] == rec["train_config"]["steps"] and rec["wall_seconds"] > 0
 
 
-@needs_shipped
-@needs_fmnist
 def test_shipped_model_beats_baselines_on_unseen_data():
+    assert FASHION_MNIST_SYSTEM_DIRS[0].is_dir(), (
+        "the full Fashion-MNIST test split is needed: apt-get install dataset-fashion-mnist (Debian)")
     model = get_pretrained_et()
     x = load_fashion_mnist("test")[0][5000:6000].astype(np.float32) / 255  # not the pictures of the notebook
-    m = eval_masks(len(x), model.config, seed=987654321)  # nor its masks
-    h = np.asarray(pixel_mask(jnp.asarray(m), model.config))
+    m = reference_masks(len(x), model.config, seed=987654321)  # nor its masks
+    h = np.asarray(model.config.patcher.pixel_mask(m))
     et = masked_psnr(reconstruct(model, x, m), x, h).mean()
     mf = masked_psnr(mean_fill(x, h), x, h).mean()
     bh = masked_psnr(biharmonic_fill(x, h), x, h).mean()
