@@ -48,12 +48,14 @@ def masked_psnr(pred:npt.ArrayLike, # (n, ...) reconstructions, values in [0, 1]
     return 10 * np.log10(1 / np.maximum(mse, 1e-10))
 
 # %% ../nbs/lib/03_metrics.ipynb #076d47f4
-def _skimage(module:str):
-    "Import a scikit-image module, with an error that says how to get it."
-    import importlib
-    try: return importlib.import_module(f"skimage.{module}")
+def _skimage():
+    "scikit-image, imported when first needed, with an error that says how to get it."
+    try:
+        import skimage.metrics
+        import skimage.restoration
     except ImportError as e:
         raise ImportError(f"this function needs scikit-image: pip install scikit-image ({e})") from e
+    return skimage
 
 def masked_ssim(pred:npt.ArrayLike, # (n, h, w) grey reconstructions, values in [0, 1]
                 target:npt.ArrayLike, # (n, h, w) grey originals, values in [0, 1]
@@ -63,7 +65,7 @@ def masked_ssim(pred:npt.ArrayLike, # (n, h, w) grey reconstructions, values in 
     pred, target, hidden = _check_batch(pred=pred, target=target, hidden=hidden)
     if pred.ndim != 3: raise ValueError(f"masked_ssim takes grey pictures (n, h, w), got shape {pred.shape}")
     if (hidden.reshape(len(hidden), -1).sum(1) == 0).any(): raise ValueError("hidden must mark at least one pixel of every image")
-    ssim = _skimage("metrics").structural_similarity
+    ssim = _skimage().metrics.structural_similarity
     return np.array([ssim(p, t, data_range=1.0, full=True)[1][h].mean()
                      for p, t, h in zip(pred.astype(np.float64), target.astype(np.float64), hidden)])
 
@@ -93,7 +95,7 @@ def biharmonic_fill(images:npt.ArrayLike, # (n, h, w) grey pictures in [0, 1]
                    ) -> np.ndarray: # (n, h, w)
     "Fill the hidden pixels with scikit-image's biharmonic inpainting, image by image."
     images, hidden = _check_batch(images=images, hidden=hidden)
-    inpaint_biharmonic = _skimage("restoration").inpaint_biharmonic
+    inpaint_biharmonic = _skimage().restoration.inpaint_biharmonic
     return np.stack([inpaint_biharmonic(np.array(x), np.array(h)) for x, h in tqdm(  # copies: it wants writeable arrays
 list(zip(images, hidden)), disable=not progress,
                                                                desc="biharmonic", leave=False)])
