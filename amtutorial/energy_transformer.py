@@ -249,24 +249,28 @@ def _check_descent_args(nsteps, alpha, max_halvings=1):
 def _descend_core(et:EnergyTransformer, x:Float[Array, "N D"], alpha:Float[Array, ""], nsteps:int,
                   safeguard:bool, max_halvings:int, return_states:bool):
     W = et.fused_weights()
-    def evaluate(x):  # E(x) and -dE/dg at x, computed once: the barrier keeps XLA from recomputing (and re-rounding) E
-        return jax.lax.optimization_barrier(et.energy_and_update(jax.vmap(et.lnorm)(x), W))
-    def plain(x, E, u):
-        x_new = x + alpha * u
-        return (x_new, *evaluate(x_new))
-    def guarded(x, E, u):  # halve the step while it would raise the energy (or make it NaN); else stay put
-        def rising(s): return ~(s[3] <= E) & (s[1] < max_halvings)
-        def halve(s):
-            a = s[0] / 2
-            return (a, s[1] + 1, x + a * u, *evaluate(x + a * u))
-        _, _, *trial = jax.lax.while_loop(rising, halve, (alpha, 0, x + alpha * u, *evaluate(x + alpha * u)))
-        ok = trial[1] <= E
-        return tuple(jnp.where(ok, new, old) for new, old in zip(trial, (x, E, u)))
-    take = guarded if safeguard else plain
-    def step(carry, _):
-        x, E, u = carry
-        return take(x, E, u), ((E, x) if return_states else E)
-    (x_T, E_T, _), out = jax.lax.scan(step, (x, *evaluate(x)), None, length=nsteps)
+    def evaluate(x):  # E(x) and -dE/dg at x
+        return et.energy_and_update(jax.vmap(et.lnorm)(x), W)
+    if not safeguard:  # the paper's step: the energy and the update of a state, then the step
+        def step(x, _):
+            E, u = evaluate(x)
+            return x + alpha * u, ((E, x) if return_states else E)
+        x_T, out = jax.lax.scan(step, x, None, length=nsteps)
+        E_T = et.energy_g(jax.vmap(et.lnorm)(x_T))
+    else:  # try the step, halve it while it would raise the energy (or make it NaN), else stay put
+        def checked(x):  # the barrier: E is compared, then reported; XLA must not compute (and round) it twice
+            return jax.lax.optimization_barrier(evaluate(x))
+        def step(carry, _):
+            x, E, u = carry
+            def rising(s): return ~(s[3] <= E) & (s[1] < max_halvings)
+            def halve(s):
+                a = s[0] / 2
+                return (a, s[1] + 1, x + a * u, *checked(x + a * u))
+            _, _, *trial = jax.lax.while_loop(rising, halve, (alpha, 0, x + alpha * u, *checked(x + alpha * u)))
+            ok = trial[1] <= E
+            new = tuple(jnp.where(ok, t, c) for t, c in zip(trial, (x, E, u)))
+            return new, ((E, x) if return_states else E)
+        (x_T, E_T, _), out = jax.lax.scan(step, (x, *checked(x)), None, length=nsteps)
     if not return_states: return x_T, jnp.append(out, E_T)
     return x_T, jnp.append(out[0], E_T), jnp.concatenate([out[1], x_T[None]])
 
