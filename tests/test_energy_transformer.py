@@ -524,7 +524,7 @@ def test_inference_settings_round_trip_through_a_checkpoint(tmp_path):
     out, E = loaded.inpaint(img, mask)
     assert E.shape == (6,) and (np.diff(np.asarray(E)) <= 0).all()
     out2, E2 = model.et.descend(model.encode(img, mask), 5, 0.05, safeguard=True)
-    np.testing.assert_array_equal(E, E2)
+    np.testing.assert_allclose(E, E2, rtol=1e-6)  # (compiled in different contexts: float32 round-off)
     assert loaded.settings(nsteps=2) == (2, 0.05, True)  # a call may override; the config stays
     with pytest.raises(ValueError, match="alpha"):
         loaded.settings(alpha=-1.0)
