@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import platform
 import sys
 from importlib import metadata
@@ -17,8 +19,8 @@ import numpy as np
 from . import data_utils as du
 
 # %% auto #0
-__all__ = ['FETCH_TARGETS', 'INFO_PACKAGES', 'MODEL_PRESETS', 'cmd_fetch', 'cmd_info', 'cmd_train', 'cmd_inpaint', 'make_parser',
-           'main']
+__all__ = ['FETCH_TARGETS', 'INFO_PACKAGES', 'MODEL_PRESETS', 'VIDEO_SUFFIXES', 'USER_ERRORS', 'cmd_fetch', 'cmd_info',
+           'cmd_train', 'inpaint_frame', 'load_user_images', 'cmd_inpaint', 'make_parser', 'main']
 
 # %% ../nbs/lib/02_cli.ipynb #5234f05a
 def _fetch_fashion_mnist(args)->str:
@@ -36,6 +38,12 @@ def _fetch_et_checkpoint(args)->str:
 
 FETCH_TARGETS = {"fashion-mnist": _fetch_fashion_mnist, "et-imgs": _fetch_et_imgs,
                  "et-checkpoint": _fetch_et_checkpoint}
+
+def _fetch_target(name:str)->str:
+    "argparse type of a fetch target: one of `FETCH_TARGETS`."
+    if name not in FETCH_TARGETS:
+        raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {', '.join(FETCH_TARGETS)})")
+    return name
 
 def cmd_fetch(args)->int:
     "Download the data named in `args.targets` (all when empty); report each; 1 if any failed."
@@ -71,43 +79,171 @@ def cmd_info(args)->int:
 MODEL_PRESETS = ("fashion_mnist",)
 
 def cmd_train(args)->int:
-    "Train (or resume) a model of the preset `args.config` for `args.steps` steps into `args.out`."
+    "Train (or with `--resume`, continue) a model of the preset `args.config` for `args.steps` steps into `args.out`."
     from amtutorial.image_et import ImageETConfig
-    from amtutorial.training import TrainConfig, train
+    from amtutorial.training import TrainConfig, TrainingStopped, train
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
     model_config = getattr(ImageETConfig, args.config)()
-    _, meta = train(cfg, model_config, args.out, progress=not args.quiet, stop_after=args.stop_after)
+    try:
+        _, meta = train(cfg, model_config, args.out, resume=args.resume, progress=not args.quiet,
+                        stop_after=args.stop_after, checkpoint_every=args.checkpoint_every)
+    except TrainingStopped as e:
+        print(f"amtutorial: training {e}; continue it with --resume", file=sys.stderr)
+        return 128 + e.signum
     h = meta["history"]
-    print(f"step {meta['step']}/{cfg.steps}: validation masked PSNR {h['val_psnr'][-1]:.2f} dB, "
-          f"{meta['wall_seconds']/60:.1f} min in all; checkpoint {args.out}")
+    psnr = f"validation masked PSNR {h['val_psnr'][-1]:.2f} dB, " if h["val_psnr"] else ""
+    print(f"step {meta['step']}/{cfg.steps}: {psnr}{meta['wall_seconds']/60:.1f} min in all; checkpoint {args.out}")
     return 0
 
+# %% ../nbs/lib/02_cli.ipynb #e0c47781
+def inpaint_frame(masked:np.ndarray, # (n, h, w, 3) the pictures as the model is given them, hidden patches painted
+                  traj:np.ndarray, # (T, n, h, w, c) the decoded pictures at each step, in [0, 1]
+                  original:np.ndarray, # (n, h, w, c) the pictures, in [0, 1]
+                  energies:np.ndarray, # (T, n) the energy at each step
+                  psnr:np.ndarray, # (T, n) the masked PSNR at each step
+                  t:int, # the step to draw
+                  n_hidden:int, # patches hidden per picture (for the subtitle)
+                  n_patches:int, # patches per picture
+                  ncols:int|None=None, # picture triplets per row (default: what makes them largest)
+                  dpi:int=100, # 12.8 × 7.2 inches: 1280 × 720 pixels at 100 dpi
+                 ):
+    "One frame of the inpainting video: per picture given | being filled in | original; energy and PSNR so far."
+    from matplotlib.figure import Figure
+    rgb = lambda a: np.broadcast_to(a, (*a.shape[:-1], 3)) if a.shape[-1] == 1 else a
+    n, (h, w) = len(original), original.shape[1:3]
+    gap, sep = max(1, w // 14), max(4, w // 3)  # between the three pictures of one triplet, between triplets
+    cw, ch = 3 * w + 2 * gap, h
+    box = (0.60 * 12.8, 0.80 * 7.2)  # the picture area, in inches: the pictures as large as it allows
+    fit = lambda k: min(box[0] / (k * cw + (k - 1) * sep), box[1] / ((-(-n // k)) * (ch + sep)))
+    ncols = max(range(1, n + 1), key=fit) if ncols is None else min(ncols, n)
+    nrows = -(-n // ncols)
+    mosaic = np.ones((nrows * ch + (nrows - 1) * sep, ncols * cw + (ncols - 1) * sep, 3), np.float32)
+    for k in range(n):
+        r, q = divmod(k, ncols)
+        y, x = r * (ch + sep), q * (cw + sep)
+        for j, im in enumerate((masked[k], rgb(traj[t][k]), rgb(original[k]))):
+            mosaic[y:y + h, x + j * (w + gap):x + j * (w + gap) + w] = im
+    T = len(energies)
+    steps = np.arange(T)
+    fig = Figure(figsize=(12.8, 7.2), dpi=dpi)
+    fig.suptitle(f"The Energy Transformer fills in hidden patches by descending its energy: step {t} of {T - 1}",
+                 fontsize=17, fontweight="bold", y=0.975)
+    fig.text(0.5, 0.915, f"{n} pictures, {n_hidden} of {n_patches} patches hidden (blue). In each triplet: "
+             "what the model is given | its reconstruction | the original", ha="center", fontsize=12)
+    ax = fig.add_axes((0.01, 0.03, 0.60, 0.84))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    for q in range(ncols):
+        for j, lab in enumerate(("given", "filled in", "original")):
+            ax.text(q * (cw + sep) + j * (w + gap) + w / 2, -sep * 0.35, lab, ha="center", va="bottom", fontsize=10,
+                    color="#333333" if j != 1 else "#b03a2e", fontweight="bold" if j == 1 else "normal")
+    dE = energies - energies[:1]
+    for row, (vals, lab, colour) in enumerate(((dE, "energy − energy at step 0", "#1f5fa8"),
+                                                (psnr, "masked PSNR (dB), hidden pixels only", "#b03a2e"))):
+        a = fig.add_axes((0.68, 0.55 - row * 0.45, 0.30, 0.32))
+        a.plot(steps[:t + 1], vals[:t + 1], color=colour, alpha=0.18, lw=1)
+        a.plot(steps[:t + 1], vals[:t + 1].mean(1), color=colour, lw=3, marker="o", ms=4, label="mean")
+        lo, hi = float(vals.min()), float(vals.max())
+        pad = 0.06 * (hi - lo or 1)
+        a.set(xlim=(-0.3, T - 0.7), ylim=(lo - pad, hi + pad), xlabel="descent step")
+        a.set_title(lab, fontsize=12)
+        a.text(0.97, 0.06, f"mean {vals[t].mean():.2f} dB" if row else f"mean {vals[t].mean():,.0f}",
+               transform=a.transAxes, ha="right", fontsize=12, color=colour, fontweight="bold")
+        a.grid(alpha=0.3)
+        a.tick_params(labelsize=10)
+    return fig
+
 # %% ../nbs/lib/02_cli.ipynb #ce8040f8
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+def load_user_images(path:str|os.PathLike, # an .npz with an `images` array, or a .png picture
+                     image_shape:tuple, # (h, w, c) the model takes
+                    )->np.ndarray: # float32 (n, h, w, c) pixels in [0, 1]
+    "Pictures for `amtutorial inpaint --images`, checked against the model's image shape."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"--images: no file at {str(path)!r}")
+    h, w, c = image_shape
+    if path.suffix.lower() == ".npz":
+        arrays = du.read_npz(path, what="an .npz of images")
+        if "images" not in arrays:
+            raise ValueError(f"--images {str(path)!r} has no array named 'images' (it has {sorted(arrays)})")
+        x = arrays["images"]
+    elif path.suffix.lower() == ".png":
+        from PIL import Image, UnidentifiedImageError
+        try:
+            with Image.open(path) as im: x = np.asarray(im.convert("L" if c == 1 else "RGB"))[None]
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"--images {str(path)!r} is not a readable PNG picture ({e})") from e
+    else: raise ValueError(f"--images {str(path)!r}: expected an .npz (with an 'images' array) or a .png file")
+    if x.ndim == 3 and c == 1: x = x[..., None]
+    if x.ndim != 4 or x.shape[1:] != (h, w, c) or len(x) == 0:
+        raise ValueError(f"--images {str(path)!r} holds pictures of shape {x.shape}; the model takes "
+                         f"(n, {h}, {w}{'' if c == 1 else ', ' + str(c)}) with n >= 1")
+    if x.dtype == np.uint8: return x.astype(np.float32) / 255
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"--images {str(path)!r}: pixels must be uint8 or floats in [0, 1], got dtype {x.dtype}")
+    if not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
+        raise ValueError(f"--images {str(path)!r}: float pixels must be finite and in [0, 1], got values in "
+                         f"[{np.nanmin(x):.3g}, {np.nanmax(x):.3g}]")
+    return x.astype(np.float32)
+
+def _load_model(spec:str):
+    from amtutorial.image_et import PRETRAINED, get_pretrained_et, load_et
+    if spec in PRETRAINED: return get_pretrained_et(spec)
+    if not Path(spec).is_file():
+        raise FileNotFoundError(f"--model {spec!r} is neither a shipped model ({', '.join(PRETRAINED)}) nor a file")
+    try: return load_et(spec)
+    except du.CheckpointError as e: raise du.CheckpointError(f"--model: {e}") from e
+
+def _check_video_out(out:Path)->list[Path]:
+    "The files `--out` asks for: x.mp4 → x.mp4 and x.gif; x.gif → x.gif; anything else is an error."
+    from amtutorial.training import check_output_path
+    if out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"--out {str(out)!r}: unknown video type {out.suffix or '(none)'!r}; expected a name ending "
+                         "in .mp4 (written with a .gif beside it) or .gif (only the GIF)")
+    files = [out, out.with_suffix(".gif")] if out.suffix.lower() == ".mp4" else [out]
+    return [check_output_path(f, "--out") for f in files]
+
 def cmd_inpaint(args)->int:
-    "Write a video of the shipped model filling in the hidden half of held-out test pictures."
-    import shutil
-    from amtutorial.image_et import get_pretrained_et, reference_masks, retrieval_pixels
+    "Write a video of a model (by default the shipped one) filling in the hidden half of pictures."
+    from amtutorial.image_et import reference_masks, retrieval_pixels
     from amtutorial.metrics import masked_psnr
-    from amtutorial.viz import trajectory_video
-    if not args.demo:
-        print("only --demo is available: it uses the shipped model on the package's sample test pictures",
-              file=sys.stderr)
-        return 2
-    model = get_pretrained_et(args.model)
-    pixels = du.load_fashion_mnist_sample()[0][:args.n].astype("float32") / 255
-    masks = reference_masks(len(pixels), model.config, seed=args.seed)
+    from amtutorial.viz import render_figure, write_gif, write_video
+    from tqdm.auto import tqdm
+    if args.demo and args.images is not None:
+        raise ValueError("--demo uses the package's sample pictures; leave it out to run on --images")
+    files = _check_video_out(Path(args.out))
+    if not (math.isfinite(args.fps) and 0 < args.fps <= 60): raise ValueError(f"--fps must be in (0, 60], got {args.fps}")
+    if args.nsteps is not None and args.nsteps < 1: raise ValueError(f"--nsteps must be at least 1, got {args.nsteps}")
+    if args.n is not None and args.n < 1: raise ValueError(f"--n must be at least 1, got {args.n}")
+    model = _load_model(args.model)
+    h, w, c = model.config.image_shape
+    if args.images is None:
+        if (h, w, c) != (28, 28, 1):
+            raise ValueError(f"--model {args.model!r} takes {h}×{w}×{c} pictures, not the 28×28 grey sample "
+                             "pictures; pass --images")
+        pixels, source = du.load_fashion_mnist_sample()[0][..., None].astype(np.float32) / 255, "the sample test pictures"
+    else: pixels, source = load_user_images(args.images, model.config.image_shape), repr(str(args.images))
+    if args.n is not None and args.n > len(pixels):
+        raise ValueError(f"--n {args.n} asks for more pictures than the {len(pixels)} in {source}")
+    pixels = pixels[:args.n or 16]
     nsteps, alpha, safeguard = model.settings(args.nsteps, args.alpha, True if args.safeguard else None)
-    masked, traj, energies = retrieval_pixels(model, model.normalize(pixels[..., None]), masks, nsteps, alpha,
-                                              safeguard=safeguard)
-    psnr = masked_psnr(traj[-1][..., 0], pixels, np.asarray(model.config.patcher.pixel_mask(masks))).mean()
-    files = trajectory_video("inpaint-demo", traj, energies, n_frames=nsteps + 1, fps=args.fps, vmin=0, vmax=1,
-                             title=lambda t: f"descent step {t}", inputs=masked, progress=not args.quiet)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(files.mp4, out)
-    if files.gif: shutil.copyfile(files.gif, out.with_suffix(".gif"))
-    print(f"{out} ({out.stat().st_size/1e3:.0f} kB, {nsteps + 1} frames) and {out.with_suffix('.gif')}: "
-          f"{len(pixels)} test pictures, masked PSNR {psnr:.2f} dB after {nsteps} steps")
+    masks = reference_masks(len(pixels), model.config, seed=args.seed)
+    masked, traj, energies = retrieval_pixels(model, model.normalize(pixels), masks, nsteps, alpha, safeguard=safeguard)
+    hidden = np.asarray(model.config.patcher.pixel_mask(masks))
+    psnr = np.stack([masked_psnr(t.mean(-1), pixels.mean(-1), hidden) for t in traj])  # (T, n)
+    T, hold = nsteps + 1, 4
+    def frame_fn(i):
+        return inpaint_frame(masked, traj, pixels, energies, psnr, min(i, T - 1), int(masks[0].sum()), masks.shape[1])
+    if files[0].suffix.lower() == ".mp4":
+        write_video(frame_fn, T + hold, files[0], args.fps, gif_path=files[1], gif_scale=0.75, progress=not args.quiet)
+    else:
+        frames = [render_figure(frame_fn(i)) for i in tqdm(range(T + hold), desc=f"frames of {files[0].name}",
+                                                          disable=args.quiet, leave=False)]
+        write_gif(frames, files[0], args.fps)
+    sizes = ", ".join(f"{f} ({f.stat().st_size/1e3:.0f} kB)" for f in files)
+    print(f"{sizes}: {T + hold} frames; {len(pixels)} pictures from {source}, masked PSNR {psnr[-1].mean():.2f} dB "
+          f"after {nsteps} steps (from {psnr[0].mean():.2f} dB at step 0)")
     return 0
 
 # %% ../nbs/lib/02_cli.ipynb #01c71928
@@ -117,7 +253,7 @@ def make_parser()->argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {_version('amtutorial')}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     f = sub.add_parser("fetch", help="download data into the cache ahead of time")
-    f.add_argument("targets", nargs="*", choices=[[]] + list(FETCH_TARGETS), metavar="TARGET",
+    f.add_argument("targets", nargs="*", type=_fetch_target, metavar="TARGET",
                    help=f"what to fetch, any of: {', '.join(FETCH_TARGETS)} (default: all)")
     f.add_argument("--et-data-url", default=du.ET_DATA_URL, help="folder URL of et-figs/ and et_ckpt.npz")
     f.add_argument("--fashion-mnist-url", default=du.FASHION_MNIST_URL, help="folder URL of the Fashion-MNIST files")
@@ -128,15 +264,21 @@ def make_parser()->argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=6000, help="optimiser steps in all")
     t.add_argument("--batch-size", type=int, default=32, help="images per step")
     t.add_argument("--seed", type=int, default=0, help="decides weights, batches and masks")
-    t.add_argument("--out", type=Path, required=True, help="checkpoint path (.npz); resumes if it exists")
+    t.add_argument("--out", type=Path, required=True,
+                   help="checkpoint path (.npz; the optimiser state goes beside it as .state.npz); never overwrites "
+                        "a file that is not a training run of amtutorial")
+    t.add_argument("--resume", action="store_true", help="continue the run saved at --out (without it, an existing run is an error)")
+    t.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: 250, the validation interval)")
     t.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after this many steps")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
-    n = sub.add_parser("inpaint", help="video of the shipped model filling in hidden patches")
-    n.add_argument("--demo", action="store_true", help="use the shipped model on sample test pictures")
-    n.add_argument("--out", type=Path, default=Path("retrieval.mp4"), help="the video (a .gif is written beside)")
-    n.add_argument("--model", default="fashion_mnist", help="which shipped model")
-    n.add_argument("--n", type=int, default=16, help="how many pictures")
+    n = sub.add_parser("inpaint", help="video of a model filling in hidden patches")
+    n.add_argument("--demo", action="store_true", help="the package's sample test pictures (the default without --images)")
+    n.add_argument("--images", type=Path, default=None, help="your pictures: an .npz with an 'images' array, or a .png")
+    n.add_argument("--out", type=Path, default=Path("retrieval.mp4"),
+                   help="the video: x.mp4 (a x.gif is written beside it) or x.gif (only the GIF)")
+    n.add_argument("--model", default="fashion_mnist", help="a shipped model's name or a checkpoint file written by save_et")
+    n.add_argument("--n", type=int, default=None, help="how many pictures (default: 16, or all if fewer)")
     n.add_argument("--nsteps", type=int, default=None, help="descent steps shown (default: the model's own, 12)")
     n.add_argument("--alpha", type=float, default=None, help="descent step size (default: the model's own, 0.1)")
     n.add_argument("--safeguard", action="store_true", help="halve any step that would raise the energy")
@@ -148,7 +290,16 @@ def make_parser()->argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
     return p
 
+USER_ERRORS = (ValueError, TypeError, OSError)  # CheckpointError is a ValueError; missing files, CacheDirError: OSError
+
 def main(argv:list[str]|None=None)->int:
-    "Entry point of the `amtutorial` console script."
+    "Entry point of the `amtutorial` console script: a user's mistake is one line on stderr and exit status 2."
     args = make_parser().parse_args(argv)
-    return args.func(args)
+    try: return args.func(args)
+    except USER_ERRORS as e:
+        if os.environ.get("AMTUTORIAL_TRACEBACK"): raise
+        print(f"amtutorial: error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("amtutorial: interrupted", file=sys.stderr)
+        return 130

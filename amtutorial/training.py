@@ -6,10 +6,14 @@
 #| code-fold: true
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import signal
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import equinox as eqx
@@ -22,15 +26,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float
 from tqdm.auto import tqdm
 
-from .data_utils import atomic_savez, get_cache_dir, load_fashion_mnist
+from .data_utils import (CheckpointError, atomic_savez, get_cache_dir, load_fashion_mnist, read_et_checkpoint,
+                                   read_npz)
 from .energy_transformer import rand_init
 from .image_et import (ImageETConfig, ImageEnergyTransformer, load_et, pretrained_path, random_masks,
                                  reconstruct, save_et)
 from .metrics import masked_psnr
 
 # %% auto #0
-__all__ = ['TrainConfig', 'make_optimizer', 'batch_loss', 'train_step', 'data_parallel', 'shard_batch', 'replicate', 'state_path',
-           'load_train_state', 'evaluate_psnr', 'train', 'training_record']
+__all__ = ['STATE_FORMAT', 'TrainConfig', 'make_optimizer', 'batch_loss', 'train_step', 'data_parallel', 'shard_batch',
+           'replicate', 'state_path', 'check_output_path', 'read_state_meta', 'load_train_state', 'check_train_out',
+           'evaluate_psnr', 'TrainingStopped', 'train', 'training_record']
 
 # %% ../nbs/tutorial/02_training_et.ipynb #03d8a4f9
 class TrainConfig(eqx.Module):
@@ -114,30 +120,98 @@ def replicate(tree, sharding:NamedSharding):
     return jax.tree.map(lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x, tree)
 
 # %% ../nbs/tutorial/02_training_et.ipynb #6fb19c67
+STATE_FORMAT = "amtutorial-train-state/1"  # the `format` entry of a training state's metadata
+
 def state_path(out:Path) -> Path:
     "Where `train` keeps the optimiser state and history next to the model checkpoint `out`."
     return Path(out).with_suffix(".state.npz")
 
+def check_output_path(path:str|os.PathLike, # the file to be written
+                      name:str="out", # the argument's name, for messages
+                     ) -> Path: # the path, checked
+    "A path a file can be written to: not a folder or a device, inside a folder that exists (or can be made) and is writable."
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"{name} must be a non-empty path, got {path!r}")
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{name} {str(path)!r} exists and is not a regular file (a folder or a device); expected a file name")
+    parent = path.absolute().parent
+    while not parent.exists(): parent = parent.parent  # the nearest folder that exists: the rest is made on demand
+    if not parent.is_dir(): raise ValueError(f"{name} {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{name} {str(path)!r}: the folder {str(parent)!r} is not writable")
+    return path
+
+def _file_sha256(path:Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""): h.update(block)
+    return h.hexdigest()
+
 # %% ../nbs/tutorial/02_training_et.ipynb #23e9be92
-def _save_state(out:Path, model, opt_state, step:int, history:dict, cfg:TrainConfig, wall:float):
+def _save_state(out:Path, model, opt_state, meta:dict):
+    "One checkpoint: the model (`save_et`), then the state that names the model file's hash, each written atomically."
     save_et(model, out)
-    leaves = jax.tree.leaves(opt_state)
-    meta = {"step": step, "train_config": cfg.to_dict(), "history": history, "wall_seconds": wall,
+    meta = {**meta, "model_sha256": _file_sha256(out),
             "hardware": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
                         f"JAX devices: {[d.device_kind for d in jax.devices()]}".strip()}
     atomic_savez(state_path(out), meta=np.array(json.dumps(meta)),
-                  **{f"opt_{i}": np.asarray(x) for i, x in enumerate(leaves)})
+                  **{f"opt_{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(opt_state))})
+    return meta
+
+def read_state_meta(out:str|os.PathLike, # the model checkpoint the state lies beside
+                    check_pair:bool=True, # also check that the state was saved with the model file at `out`
+                   ) -> tuple[dict, dict]: # (metadata, the optimiser's arrays by name)
+    "The training state saved next to the checkpoint `out`, checked to be one of ours and to belong to `out`."
+    out, sp = Path(out), state_path(out)
+    what = "a training state of amtutorial"
+    raw = read_npz(sp, what=what)
+    m = raw.pop("meta", None)
+    try: meta = json.loads(str(m)) if m is not None and m.dtype.kind == "U" and m.ndim == 0 else None
+    except json.JSONDecodeError: meta = None
+    if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{str(sp)!r} is not {what} (no {STATE_FORMAT!r} metadata)")
+    if not check_pair: return meta, raw
+    if not out.is_file():
+        raise CheckpointError(f"{str(sp)!r} is the state of step {meta['step']} of run {meta['run_id']}, but its model "
+                              f"{str(out)!r} is missing")
+    if _file_sha256(out) != meta["model_sha256"]:
+        raise CheckpointError(f"{str(out)!r} and {str(sp)!r} do not belong together: the state is of step {meta['step']} "
+                              f"of run {meta['run_id']}, saved with another model file (another run or step); "
+                              "refusing to resume from a mismatched pair")
+    return meta, raw
 
 def load_train_state(out:Path, optimizer, model) -> tuple:
     "(optimiser state, metadata) saved next to `out`, restored into the structure of `optimizer.init(model)`."
-    with np.load(state_path(out), allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
-        template = optimizer.init(eqx.filter(model, eqx.is_array))
-        leaves, treedef = jax.tree.flatten(template)
-        if len(f.files) - 1 != len(leaves):
-            raise ValueError(f"{state_path(out)} holds {len(f.files) - 1} optimiser arrays, expected {len(leaves)}")
-        restored = [jnp.asarray(f[f"opt_{i}"], dtype=l.dtype) for i, l in enumerate(leaves)]
-    return jax.tree.unflatten(treedef, restored), meta
+    meta, raw = read_state_meta(out)
+    leaves, treedef = jax.tree.flatten(optimizer.init(eqx.filter(model, eqx.is_array)))
+    shapes = [tuple(raw.get(f"opt_{i}", np.zeros(0)).shape) for i in range(len(leaves))]
+    if len(raw) != len(leaves) or shapes != [tuple(l.shape) for l in leaves]:
+        raise CheckpointError(f"{str(state_path(out))!r} holds {len(raw)} optimiser arrays that do not fit this model "
+                              f"and recipe (expected {len(leaves)})")
+    return jax.tree.unflatten(treedef, [jnp.asarray(raw[f"opt_{i}"], dtype=l.dtype) for i, l in enumerate(leaves)]), meta
+
+def check_train_out(out:str|os.PathLike, # the checkpoint path given to `train`
+                    resume:bool=False, # whether continuing a run found there is wanted
+                   ) -> dict|None: # the metadata of the run to resume, or None for a fresh start
+    "Decide, before any work, whether `train` may write to `out`: never over a file that is not a training run of ours."
+    out = check_output_path(out, "out")
+    sp = check_output_path(state_path(out), "out's training state")
+    if not out.exists() and not sp.exists(): return None
+    for p, what in ((out, "an Energy Transformer checkpoint"), (sp, "a training state")):
+        if not p.exists(): continue
+        try: read_et_checkpoint(p) if p == out else read_state_meta(out, check_pair=False)
+        except CheckpointError as e:
+            raise ValueError(f"out {str(out)!r}: {str(p)!r} exists and is not {what} of a training run of amtutorial "
+                             f"({e}); refusing to overwrite it: choose another path") from e
+    if not sp.exists():
+        raise ValueError(f"out {str(out)!r} holds a model but no training state ({str(sp)!r}): it is not a training run "
+                         "that can be resumed; refusing to overwrite it: choose another path")
+    meta, _ = read_state_meta(out)
+    if not resume:
+        raise ValueError(f"out {str(out)!r} already holds a training run (step {meta['step']}); pass resume=True "
+                         "(--resume on the command line) to continue it, or choose another path")
+    return meta
 
 # %% ../nbs/tutorial/02_training_et.ipynb #737db13f
 def evaluate_psnr(model:ImageEnergyTransformer, # the model, run with its configuration's descent
@@ -150,22 +224,56 @@ def evaluate_psnr(model:ImageEnergyTransformer, # the model, run with its config
     return float(masked_psnr(reconstruct(model, pixels, masks, batch=batch), pixels, hidden).mean())
 
 # %% ../nbs/tutorial/02_training_et.ipynb #415d0123
+class TrainingStopped(KeyboardInterrupt):
+    "`train` was stopped by a signal (SIGINT or SIGTERM) after saving a checkpoint."
+    def __init__(self, signum:int, step:int, out:Path):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved at {out}")
+        self.signum, self.step, self.out = signum, step, out
+
+class _StopRequests:
+    "Signal handlers that ask the training loop to stop at the end of the current step (a second SIGINT stops at once)."
+    def __init__(self): self.signum, self.old = None, {}
+    def __call__(self, signum, frame):
+        if self.signum == signal.SIGINT and signum == signal.SIGINT: raise KeyboardInterrupt
+        self.signum = signum
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for s in (signal.SIGINT, signal.SIGTERM): self.old[s] = signal.signal(s, self)
+        return self
+    def __exit__(self, *exc):
+        for s, h in self.old.items(): signal.signal(s, h)
+
 def train(cfg:TrainConfig, # the recipe
           model_config:ImageETConfig, # the model to train
           out:str|os.PathLike, # checkpoint path (`save_et` format); the optimiser state goes beside it
           *,
           images:np.ndarray|None=None, # uint8 (n, h, w) training pictures; default: Fashion-MNIST's training split
+          resume:bool=False, # continue the run saved at `out` (an error without it, if there is one)
           progress:bool=True, # show a progress bar
           devices=None, # devices to split each batch across (default: all)
           stop_after:int|None=None, # stop (with a checkpoint) after this many steps in this call
+          checkpoint_every:int|None=None, # steps between checkpoints (default: `cfg.eval_every`)
          ) -> tuple[ImageEnergyTransformer, dict]: # the trained model and the run's metadata
-    "Train (or resume training) an Energy Transformer by masked-image modelling."
+    "Train (or, with `resume=True`, continue) an Energy Transformer by masked-image modelling; SIGINT/SIGTERM save first."
+    if not isinstance(cfg, TrainConfig): raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if not isinstance(model_config, ImageETConfig):
+        raise TypeError(f"model_config must be an ImageETConfig, got {type(model_config).__name__}")
+    if not isinstance(resume, bool): raise TypeError(f"resume must be a bool, got {resume!r}")
+    for k, v in (("stop_after", stop_after), ("checkpoint_every", checkpoint_every)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ValueError(f"{k} must be a positive integer or None, got {v!r}")
+    every = cfg.eval_every if checkpoint_every is None else int(checkpoint_every)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    previous = check_train_out(out, resume)  # before any work: nothing is loaded or trained for a path we may not write
+    if previous is not None and previous["train_config"] != cfg.to_dict():
+        raise ValueError(f"out {str(out)!r} was trained with {previous['train_config']}, not {cfg.to_dict()}; "
+                         "use the same recipe to resume, or another path")
     if images is None: images = load_fashion_mnist("train")[0]
-    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != model_config.image_shape[:2]:
+    if not isinstance(images, np.ndarray) or images.ndim != 3 or images.dtype != np.uint8 or \
+            images.shape[1:] != model_config.image_shape[:2]:
         raise ValueError(f"images must be uint8 of shape (n, {model_config.image_shape[0]}, "
-                         f"{model_config.image_shape[1]}), got {images.dtype} {images.shape}")
+                         f"{model_config.image_shape[1]}), got {getattr(images, 'dtype', type(images).__name__)} "
+                         f"{getattr(images, 'shape', '')}")
     if len(images) <= cfg.n_val + cfg.batch_size:
         raise ValueError(f"{len(images)} images are too few for n_val={cfg.n_val} and batch_size={cfg.batch_size}")
     train_x = np.asarray(model_config.normalize(images[:-cfg.n_val, ..., None].astype(np.float32) / 255))
@@ -174,41 +282,54 @@ def train(cfg:TrainConfig, # the recipe
     optimizer = make_optimizer(cfg)
     dsh, rsh = data_parallel(devices)
     model = rand_init(jr.key(cfg.seed), model_config)
-    opt_state, step, history, wall = optimizer.init(eqx.filter(model, eqx.is_array)), 0, {"step": [], "loss": [], "val_psnr": []}, 0.0
-    if out.exists() and state_path(out).exists():  # resume
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    meta = {"format": STATE_FORMAT, "run_id": uuid.uuid4().hex, "step": 0, "train_config": cfg.to_dict(),
+            "model_config": model_config.to_dict(), "history": {"step": [], "loss": [], "val_psnr": []},
+            "pending_losses": [], "wall_seconds": 0.0}
+    if previous is not None:
         model = load_et(out, model_config)
         opt_state, meta = load_train_state(out, optimizer, model)
-        if meta["train_config"] != cfg.to_dict():
-            raise ValueError(f"{out} was trained with {meta['train_config']}, not {cfg.to_dict()}; use another path")
-        step, history, wall = meta["step"], meta["history"], meta["wall_seconds"]
+    step, history, losses = meta["step"], meta["history"], list(meta["pending_losses"])
     model, opt_state = replicate(model, rsh), replicate(opt_state, rsh)
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="training", unit="step")
-    t0, losses = time.time() - wall, []
+    t0 = time.time() - meta["wall_seconds"]
     last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    saved = step if previous is not None else -1
+
+    def save():
+        nonlocal meta, saved
+        meta = _save_state(out, model, opt_state, {**meta, "step": step, "history": history, "pending_losses": losses,
+                                                   "wall_seconds": time.time() - t0})
+        saved = step
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=f"training {out.name}", unit="step")
     try:
-        while step < last:
-            idx = np.random.default_rng([cfg.seed, step]).integers(0, len(train_x), cfg.batch_size)
-            masks = random_masks(jr.fold_in(jr.key(cfg.seed), step), cfg.batch_size, model_config, cfg.mask_frac)
-            new = train_step(model, opt_state, shard_batch(jnp.asarray(train_x[idx]), dsh), shard_batch(masks, dsh),
-                             cfg, optimizer)
-            if not np.isfinite(float(new[2])):
-                raise FloatingPointError(f"the loss became {float(new[2])} at step {step}; the last good checkpoint "
-                                         f"is {out} (try a smaller lr or alpha)")
-            model, opt_state, loss = new
-            losses.append(float(loss))
-            step += 1
-            bar.update(1)
-            if step % cfg.eval_every == 0 or step == last:
-                psnr = evaluate_psnr(model, val_pix, val_m)
-                history["step"].append(step); history["loss"].append(float(np.mean(losses))); history["val_psnr"].append(psnr)
-                losses = []
-                bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", val_psnr=f"{psnr:.2f} dB")
-                _save_state(out, model, opt_state, step, history, cfg, time.time() - t0)
-    except KeyboardInterrupt:  # keep what was done: a checkpoint at the last finished step, then stop
-        if losses: _save_state(out, model, opt_state, step, history, cfg, time.time() - t0)
-        raise
+        with _StopRequests() as stop:
+            try:
+                while step < last and stop.signum is None:
+                    idx = np.random.default_rng([cfg.seed, step]).integers(0, len(train_x), cfg.batch_size)
+                    masks = random_masks(jr.fold_in(jr.key(cfg.seed), step), cfg.batch_size, model_config, cfg.mask_frac)
+                    new = train_step(model, opt_state, shard_batch(jnp.asarray(train_x[idx]), dsh),
+                                     shard_batch(masks, dsh), cfg, optimizer)
+                    if not np.isfinite(float(new[2])):
+                        raise FloatingPointError(f"the loss became {float(new[2])} at step {step}; the last good "
+                                                 f"checkpoint is {out} (try a smaller lr or alpha)")
+                    model, opt_state, loss = new
+                    losses.append(float(loss))
+                    step += 1
+                    bar.update(1)
+                    if step % cfg.eval_every == 0 or step == cfg.steps:  # the history's steps: the same in any run
+                        psnr = evaluate_psnr(model, val_pix, val_m)
+                        history = {"step": history["step"] + [step], "loss": history["loss"] + [float(np.mean(losses))],
+                                   "val_psnr": history["val_psnr"] + [psnr]}
+                        losses = []
+                        bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", val_psnr=f"{psnr:.2f} dB")
+                    if step % every == 0 or step == last or stop.signum is not None: save()
+                if step != saved: save()  # a signal between a save and the loop's test
+            except KeyboardInterrupt:  # keep what was done: a checkpoint at the last finished step, then stop
+                if step != saved: save()
+                raise
     finally: bar.close()
-    _, meta = load_train_state(out, optimizer, model)
+    if stop.signum is not None: raise TrainingStopped(stop.signum, step, out)
     return model, meta
 
 # %% ../nbs/tutorial/02_training_et.ipynb #85217bc6

@@ -410,6 +410,92 @@ CASES += [
 ]
 
 
+# --- training's output path and the command line: refused before any work, nothing written or overwritten ---------
+from amtutorial import cli  # noqa: E402
+from amtutorial import training as tr  # noqa: E402
+
+TRAIN_CFG = tr.TrainConfig.tiny()
+TRAIN_IMGS = np.zeros((64, 8, 8), np.uint8)
+
+
+def _cli(argv):
+    "Run the command line; a user error (exit status 2, one line on stderr) is raised as that line."
+    import contextlib, io
+    with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(argv)
+    lines = err.getvalue().strip().splitlines()
+    if rc == 2 and len(lines) == 1 and lines[0].startswith("amtutorial: error: "): raise ValueError(lines[0])
+    raise AssertionError(f"exit status {rc}, stderr {err.getvalue()!r}")
+
+
+def _train(t, out, **kw):
+    return tr.train(TRAIN_CFG, IMG_CFG, out, images=TRAIN_IMGS, progress=False, **kw)
+
+
+def _run_files(t, a="a.npz", b="b.npz"):
+    "Two finished tiny training runs in t.tmp (their files are the inputs of the case)."
+    for name in (a, b): tr.train(TRAIN_CFG, IMG_CFG, t.tmp / name, images=TRAIN_IMGS, progress=False, stop_after=1 + (name == b))
+    return t.tmp / a
+
+
+CASES += [
+    Case("train-out-csv", lambda t: _train(t, t.inp), "out", setup=lambda t: _raw(t, "results.csv", b"step,loss\n1,0.5\n")),
+    Case("train-out-csv-resume", lambda t: _train(t, t.inp, resume=True), "out", setup=lambda t: _raw(t, "results.csv", b"a,b\n")),
+    Case("train-out-device", lambda t: _train(t, "/dev/null"), "out"),
+    Case("train-out-folder", lambda t: _train(t, t.tmp), "out"),
+    Case("train-out-under-a-file", lambda t: _train(t, t.inp / "m.npz"), "out", setup=lambda t: _raw(t, "notes.txt", b"x")),
+    Case("train-out-checkpoint-without-state", lambda t: _train(t, t.inp, resume=True), "out",
+         setup=lambda t: du.write_et_checkpoint(t.tmp / "paper.npz", toy_arrays())),
+    Case("train-out-orphan-state", lambda t: _train(t, t.tmp / "m.npz", resume=True), "out",
+         setup=lambda t: _npz(t, "m.state.npz", opt_0=np.zeros(3))),
+    Case("train-out-existing-run-without-resume", lambda t: _train(t, t.inp), "resume=True", setup=_run_files),
+    Case("train-out-mismatched-pair", lambda t: _train(t, t.inp, resume=True), "do not belong together",
+         setup=lambda t: (_run_files(t), (t.tmp / "a.state.npz").write_bytes((t.tmp / "b.state.npz").read_bytes()))[0]),
+    Case("train-resume-str", lambda t: _train(t, t.tmp / "m.npz", resume="yes"), "resume"),
+    Case("train-checkpoint-every-zero", lambda t: _train(t, t.tmp / "m.npz", checkpoint_every=0), "checkpoint_every"),
+    Case("train-stop-after-negative", lambda t: _train(t, t.tmp / "m.npz", stop_after=-2), "stop_after"),
+    Case("train-cfg-dict", lambda t: tr.train({"steps": 2}, IMG_CFG, t.tmp / "m.npz", images=TRAIN_IMGS), "cfg"),
+    Case("train-images-float", lambda t: tr.train(TRAIN_CFG, IMG_CFG, t.tmp / "m.npz", images=TRAIN_IMGS.astype(np.float32),
+                                                  progress=False), "images"),
+    Case("cli-train-out-csv", lambda t: _cli(["train", "--steps", "2", "--out", str(t.inp), "-q"]), "refusing to overwrite",
+         setup=lambda t: _raw(t, "results.csv", b"step,loss\n")),
+    Case("cli-train-steps-zero", lambda t: _cli(["train", "--steps", "0", "--out", "m.npz", "-q"]), "steps"),
+    Case("cli-train-checkpoint-every-zero", lambda t: _cli(["train", "--checkpoint-every", "0", "--out", "m.npz", "-q"]),
+         "checkpoint_every"),
+    Case("cli-inpaint-n-zero", lambda t: _cli(["inpaint", "--n", "0", "-q"]), "--n"),
+    Case("cli-inpaint-n-too-many", lambda t: _cli(["inpaint", "--n", "501", "-q"]), "--n 501 asks for more pictures"),
+    Case("cli-inpaint-out-webm", lambda t: _cli(["inpaint", "--out", "v.webm", "-q"]), "--out"),
+    Case("cli-inpaint-out-no-suffix", lambda t: _cli(["inpaint", "--out", "video", "-q"]), "--out"),
+    Case("cli-inpaint-out-folder", lambda t: _cli(["inpaint", "--out", str(t.inp), "-q"]), "--out",
+         setup=lambda t: (t.tmp / "v.mp4").mkdir() or t.tmp / "v.mp4"),
+    Case("cli-inpaint-out-under-a-file", lambda t: _cli(["inpaint", "--out", str(t.inp / "v.mp4"), "-q"]), "--out",
+         setup=lambda t: _raw(t, "notes.txt", b"x")),
+    Case("cli-inpaint-model-missing", lambda t: _cli(["inpaint", "--model", "nope.npz", "-q"]), "--model"),
+    Case("cli-inpaint-model-csv", lambda t: _cli(["inpaint", "--model", str(t.inp), "-q"]), "--model",
+         setup=lambda t: _raw(t, "m.csv", b"a,b\n")),
+    Case("cli-inpaint-model-truncated", lambda t: _cli(["inpaint", "--model", str(t.inp), "-q"]), "--model",
+         setup=lambda t: _raw(t, "m.npz", du.write_et_checkpoint(t.tmp / "full.npz", toy_arrays()).read_bytes()[:300])),
+    Case("cli-inpaint-model-pickle", lambda t: _cli(["inpaint", "--model", str(t.inp), "-q"]), "--model",
+         setup=lambda t: _raw(t, "m.npz", pickle.dumps({"Wk": 1}))),
+    Case("cli-inpaint-images-missing", lambda t: _cli(["inpaint", "--images", "nope.npz", "-q"]), "--images"),
+    Case("cli-inpaint-images-no-array", lambda t: _cli(["inpaint", "--images", str(t.inp), "-q"]), "--images",
+         setup=lambda t: _npz(t, "x.npz", pictures=np.zeros((2, 28, 28), np.uint8))),
+    Case("cli-inpaint-images-wrong-size", lambda t: _cli(["inpaint", "--images", str(t.inp), "-q"]), "--images",
+         setup=lambda t: _npz(t, "x.npz", images=np.zeros((2, 32, 32), np.uint8))),
+    Case("cli-inpaint-images-out-of-range", lambda t: _cli(["inpaint", "--images", str(t.inp), "-q"]), "--images",
+         setup=lambda t: _npz(t, "x.npz", images=np.full((2, 28, 28), 255.0, np.float32))),
+    Case("cli-inpaint-images-int64", lambda t: _cli(["inpaint", "--images", str(t.inp), "-q"]), "--images",
+         setup=lambda t: _npz(t, "x.npz", images=np.zeros((2, 28, 28), np.int64))),
+    Case("cli-inpaint-images-txt", lambda t: _cli(["inpaint", "--images", str(t.inp), "-q"]), "--images",
+         setup=lambda t: _raw(t, "x.txt", b"hello")),
+    Case("cli-inpaint-images-fake-png", lambda t: _cli(["inpaint", "--images", str(t.inp), "-q"]), "--images",
+         setup=lambda t: _raw(t, "x.png", b"not a png")),
+    Case("cli-inpaint-nsteps-zero", lambda t: _cli(["inpaint", "--nsteps", "0", "-q"]), "--nsteps"),
+    Case("cli-inpaint-fps-nan", lambda t: _cli(["inpaint", "--fps", "nan", "-q"]), "--fps"),
+    Case("cli-inpaint-alpha-zero", lambda t: _cli(["inpaint", "--alpha", "0", "-q"]), "alpha"),
+]
+
+
 @pytest.fixture
 def sandbox(tmp_path, monkeypatch):
     work = tmp_path / "work"
@@ -498,3 +584,4 @@ sys.exit(1 if failed else 0)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-5000:] + r.stderr[-3000:]
+

@@ -57,14 +57,101 @@ def test_inpaint_demo(cache_dir, tmp_path, capsys):
     out = tmp_path / "retrieval.mp4"
     assert main(["inpaint", "--demo", "--out", str(out), "-q"]) == 0
     frames = read_video(out)
-    assert frames.shape[0] == 13 and frames.shape[-1] == 3  # the masked input and each of 12 steps
-    assert not np.array_equal(frames[0], frames[-1])
-    assert out.with_suffix(".gif").stat().st_size > 0
+    assert frames.shape == (17, 720, 1280, 3)  # 12 steps and the start, then 4 frames held at the end
+    diff = lambda a, b: np.abs(a.astype(float) - b.astype(float)).mean()
+    assert diff(frames[0], frames[12]) > 1 and diff(frames[12], frames[-1]) < 0.5  # the last frames are held
+    from PIL import Image
+    with Image.open(out.with_suffix(".gif")) as g: assert g.format == "GIF" and g.size == (960, 540)
     msg = capsys.readouterr().out
     psnr = float(msg.split("masked PSNR ")[1].split(" dB")[0])
     assert psnr > 14.4, msg  # above what biharmonic inpainting reaches on such masks
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["retrieval.gif", "retrieval.mp4"]
 
 
-def test_inpaint_needs_demo(capsys):
-    assert main(["inpaint"]) == 2
-    assert "only --demo is available" in capsys.readouterr().err
+def test_inpaint_gif_only_and_own_model_and_images(cache_dir, tmp_path, capsys):
+    """--out x.gif writes only a GIF; --model takes a checkpoint file written by save_et, --images an npz or png."""
+    from PIL import Image
+    from amtutorial.data_utils import load_fashion_mnist_sample
+    from amtutorial.image_et import get_pretrained_et, save_et
+    save_et(get_pretrained_et().with_settings(nsteps=3), tmp_path / "mine.npz")
+    imgs = load_fashion_mnist_sample()[0][100:103]
+    np.savez(tmp_path / "imgs.npz", images=imgs)
+    out = tmp_path / "v.gif"
+    assert main(["inpaint", "--model", str(tmp_path / "mine.npz"), "--images", str(tmp_path / "imgs.npz"),
+                 "--out", str(out), "-q"]) == 0
+    with Image.open(out) as g: assert g.format == "GIF" and g.size == (1280, 720)
+    assert not out.with_suffix(".mp4").exists()
+    msg = capsys.readouterr().out
+    assert "3 pictures from" in msg and "after 3 steps" in msg, msg
+    np.savez(tmp_path / "f.npz", images=imgs.astype(np.float32) / 255)
+    Image.fromarray(imgs[0]).save(tmp_path / "one.png")
+    for src in ("f.npz", "one.png"):
+        assert main(["inpaint", "--images", str(tmp_path / src), "--out", str(tmp_path / "w.gif"), "--nsteps", "2", "-q"]) == 0
+
+
+def user_error(argv, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, (rc, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("amtutorial: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_inpaint_user_errors_are_one_line(cache_dir, tmp_path, capsys):
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
+    np.savez(tmp_path / "three.npz", images=np.zeros((3, 28, 28), np.uint8))
+    np.savez(tmp_path / "noimages.npz", pictures=np.zeros((3, 28, 28), np.uint8))
+    np.savez(tmp_path / "big.npz", images=np.full((3, 28, 28), 2.0, np.float32))
+    np.savez(tmp_path / "small.npz", images=np.zeros((3, 14, 14), np.uint8))
+    (tmp_path / "trunc.npz").write_bytes((tmp_path / "three.npz").read_bytes()[:200])
+    v = str(tmp_path / "v.mp4")
+    cases = {
+        ("--n", "0", "--out", v): "--n must be at least 1",
+        ("--n", "501", "--out", v): "--n 501 asks for more pictures than the 500",
+        ("--images", str(tmp_path / "three.npz"), "--n", "4", "--out", v): "more pictures than the 3",
+        ("--out", str(tmp_path / "v.webm")): "unknown video type '.webm'",
+        ("--out", str(tmp_path / "v")): "unknown video type",
+        ("--out", str(tmp_path)): "expected a name ending in .mp4",
+        ("--out", str(tmp_path / "notes.csv" / "v.mp4")): "is a file, not a folder",
+        ("--model", str(tmp_path / "missing.npz"), "--out", v): "neither a shipped model",
+        ("--model", str(tmp_path / "notes.csv"), "--out", v): "--model: .*not an npz checkpoint",
+        ("--model", str(tmp_path / "trunc.npz"), "--out", v): "--model: ",
+        ("--model", str(tmp_path / "three.npz"), "--out", v): "--model: ",
+        ("--images", str(tmp_path / "missing.npz"), "--out", v): "--images: no file",
+        ("--images", str(tmp_path / "notes.csv"), "--out", v): "expected an .npz",
+        ("--images", str(tmp_path / "noimages.npz"), "--out", v): "no array named 'images'",
+        ("--images", str(tmp_path / "big.npz"), "--out", v): "in \\[0, 1\\]",
+        ("--images", str(tmp_path / "small.npz"), "--out", v): "the model takes \\(n, 28, 28\\)",
+        ("--images", str(tmp_path / "three.npz"), "--demo", "--out", v): "--demo",
+        ("--nsteps", "0", "--out", v): "--nsteps must be at least 1",
+        ("--fps", "0", "--out", v): "--fps",
+        ("--alpha", "-1", "--out", v): "alpha",
+    }
+    import re
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args, expected in cases.items():
+        line = user_error(["inpaint", *args, "-q"], capsys)
+        assert re.search(expected, line), (args, line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_fetch_choices_have_no_stray_entry():
+    r = run("fetch", "--help")
+    assert "[]" not in r.stdout and "fashion-mnist, et-imgs, et-" in r.stdout
+    r = run("fetch", "[]")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_train_user_errors_are_one_line(tmp_path, capsys):
+    csv = tmp_path / "results.csv"
+    csv.write_text("step,loss\n1,0.5\n")
+    line = user_error(["train", "--steps", "2", "--out", str(csv), "-q"], capsys)
+    assert "not an Energy Transformer checkpoint" in line and "refusing to overwrite" in line
+    assert csv.read_text() == "step,loss\n1,0.5\n" and sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+    assert "not a regular file" in user_error(["train", "--out", "/dev/null", "-q"], capsys)
+    assert "not a regular file" in user_error(["train", "--out", str(tmp_path), "-q"], capsys)
+    assert "steps must be a positive integer" in user_error(["train", "--steps", "0", "--out", str(tmp_path / "m.npz"), "-q"], capsys)
+    from amtutorial.image_et import get_pretrained_et, save_et
+    save_et(get_pretrained_et(), tmp_path / "model.npz")  # a checkpoint, but not a training run: kept
+    assert "no training state" in user_error(["train", "--out", str(tmp_path / "model.npz"), "-q"], capsys)

@@ -2,6 +2,7 @@
 on held-out data it never saw, the baselines and metrics, and bad inputs."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -44,7 +45,7 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path):
     cfg = TrainConfig(steps=6, batch_size=8, warmup=2, n_val=16, eval_every=3)
     a, _ = train(cfg, SMALL, tmp_path / "a.npz", images=small_images(64), progress=False)
     b, _ = train(cfg, SMALL, tmp_path / "b.npz", images=small_images(64), progress=False, stop_after=4)
-    b, meta = train(cfg, SMALL, tmp_path / "b.npz", images=small_images(64), progress=False)
+    b, meta = train(cfg, SMALL, tmp_path / "b.npz", images=small_images(64), progress=False, resume=True)
     assert meta["step"] == 6
     for x, y in zip(jax.tree.leaves(eqx.filter(a, eqx.is_array)), jax.tree.leaves(eqx.filter(b, eqx.is_array))):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
@@ -139,7 +140,7 @@ def test_train_rejects_bad_images_and_changed_recipe(tmp_path):
     train(cfg, SMALL, tmp_path / "m.npz", images=small_images(64), progress=False)
     with pytest.raises(ValueError, match="was trained with"):
         train(TrainConfig(steps=2, batch_size=8, warmup=1, n_val=16, eval_every=2, lr=1.0), SMALL,
-              tmp_path / "m.npz", images=small_images(64), progress=False)
+              tmp_path / "m.npz", images=small_images(64), progress=False, resume=True)
 
 
 def test_interrupted_training_keeps_a_checkpoint(tmp_path, monkeypatch):
@@ -156,6 +157,7 @@ def test_interrupted_training_keeps_a_checkpoint(tmp_path, monkeypatch):
         train(cfg, SMALL, tmp_path / "m.npz", images=small_images(64), progress=False)
     meta = json.loads(str(np.load(tmp_path / "m.state.npz")["meta"]))
     assert meta["step"] == 3  # the three finished steps were saved
+    assert meta["pending_losses"] and len(meta["pending_losses"]) == 3  # and their losses, for the next validation
 
 
 # --- the shipped model, on pictures and masks the project never used ------------------------------------------
@@ -181,3 +183,125 @@ def test_shipped_model_beats_baselines_on_unseen_data():
     bh = masked_psnr(biharmonic_fill(x, h), x, h).mean()
     print(f"held-out: ET {et:.2f} dB, biharmonic {bh:.2f} dB, mean fill {mf:.2f} dB")
     assert et > bh > mf
+
+
+# --- training never loses work ---------------------------------------------------------------------------------
+from amtutorial.data_utils import CheckpointError
+from amtutorial.image_et import save_et
+from amtutorial.training import TrainingStopped, check_train_out, read_state_meta, state_path
+
+TINY = dict(steps=6, batch_size=8, warmup=2, n_val=16, eval_every=3)
+
+
+def snapshot(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def test_resume_only_when_asked_and_the_history_continues(tmp_path):
+    cfg, imgs = TrainConfig(**TINY), small_images(64)
+    a, meta_a = train(cfg, SMALL, tmp_path / "a.npz", images=imgs, progress=False)
+    _, meta_b = train(cfg, SMALL, tmp_path / "b.npz", images=imgs, progress=False, stop_after=4)  # 4: not an eval step
+    assert meta_b["step"] == 4 and meta_b["history"]["step"] == [3] and len(meta_b["pending_losses"]) == 1
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="already holds a training run \\(step 4\\); pass resume=True"):
+        train(cfg, SMALL, tmp_path / "b.npz", images=imgs, progress=False)
+    assert snapshot(tmp_path) == before
+    b, meta_b = train(cfg, SMALL, tmp_path / "b.npz", images=imgs, progress=False, resume=True)
+    assert meta_b["history"]["step"] == meta_a["history"]["step"] == [3, 6]  # strictly increasing, no step twice
+    np.testing.assert_allclose(meta_b["history"]["loss"], meta_a["history"]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(meta_b["history"]["val_psnr"], meta_a["history"]["val_psnr"], rtol=1e-5)
+    assert meta_b["run_id"] != meta_a["run_id"]
+    # --resume on a finished run does nothing more; on an empty path it starts afresh
+    _, again = train(cfg, SMALL, tmp_path / "b.npz", images=imgs, progress=False, resume=True)
+    assert again["step"] == 6 and again["history"] == meta_b["history"]
+
+
+def test_checkpoint_every(tmp_path, monkeypatch):
+    import amtutorial.training as tr
+    saved = []
+    real = tr._save_state
+    monkeypatch.setattr(tr, "_save_state", lambda out, m, o, meta: saved.append(meta["step"]) or real(out, m, o, meta))
+    train(TrainConfig(**TINY), SMALL, tmp_path / "m.npz", images=small_images(64), progress=False, checkpoint_every=2)
+    assert saved == [2, 4, 6]
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive integer"):
+        train(TrainConfig(**TINY), SMALL, tmp_path / "n.npz", images=small_images(64), progress=False, checkpoint_every=0)
+
+
+def test_out_that_is_not_a_run_is_never_overwritten(tmp_path):
+    cfg, imgs = TrainConfig(**TINY), small_images(64)
+    (tmp_path / "results.csv").write_text("step,loss\n")
+    (tmp_path / "folder.npz").mkdir()
+    save_et(get_pretrained_et(), tmp_path / "model.npz")  # a checkpoint without a training state
+    np.savez(tmp_path / "orphan.state.npz", x=np.zeros(2))  # a state-like file without its model
+    before = snapshot(tmp_path)
+    for name, message in [("results.csv", "is not an Energy Transformer checkpoint"), ("folder.npz", "not a regular file"),
+                          ("model.npz", "no training state"), ("orphan.npz", "is not a training state"),
+                          ("results.csv/m.npz", "is a file, not a folder")]:
+        for resume in (False, True):
+            with pytest.raises(ValueError, match=message):
+                train(cfg, SMALL, tmp_path / name, images=imgs, progress=False, resume=resume)
+    with pytest.raises(ValueError, match="not a regular file"):
+        train(cfg, SMALL, "/dev/null", images=imgs, progress=False)
+    assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "folder.npz"])
+
+
+def test_mismatched_pair_is_refused(tmp_path):
+    cfg, imgs = TrainConfig(**TINY), small_images(64)
+    train(cfg, SMALL, tmp_path / "a.npz", images=imgs, progress=False, stop_after=3)
+    train(cfg, SMALL, tmp_path / "b.npz", images=imgs, progress=False, stop_after=4)
+    state_path(tmp_path / "a.npz").write_bytes(state_path(tmp_path / "b.npz").read_bytes())  # b's state beside a's model
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="do not belong together: the state is of step 4 of run [0-9a-f]+.*mismatched"):
+        train(cfg, SMALL, tmp_path / "a.npz", images=imgs, progress=False, resume=True)
+    with pytest.raises(CheckpointError, match="do not belong together"):
+        read_state_meta(tmp_path / "a.npz")
+    assert snapshot(tmp_path) == before
+    assert check_train_out(tmp_path / "b.npz", resume=True)["step"] == 4
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    import amtutorial.training as tr
+    from test_training import SMALL, small_images
+    real = tr.train_step
+    def slow(*a, **k):
+        out = real(*a, **k)
+        print("STEP", flush=True); time.sleep(0.15)
+        return out
+    tr.train_step = slow
+    cfg = tr.TrainConfig(steps=40, batch_size=8, warmup=2, n_val=16, eval_every=10)
+    try: tr.train(cfg, SMALL, {out!r}, images=small_images(64), progress=False, checkpoint_every=1000)
+    except tr.TrainingStopped as e:
+        print("STOPPED", e.step, flush=True); sys.exit(128 + e.signum)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_that_resumes(tmp_path, sig):
+    out = tmp_path / "run.npz"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    p = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(tests=str(Path(__file__).parent), out=str(out))],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    steps = 0
+    for line in p.stdout:
+        steps += line.startswith("STEP")
+        if steps == 12: break  # past the first validation (step 10), long before any periodic checkpoint
+    p.send_signal(sig)
+    rest, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + sig, err[-3000:]
+    stopped = int(rest.split("STOPPED ")[1].split()[0])
+    assert 12 <= stopped < 40
+    meta, _ = read_state_meta(out)
+    assert meta["step"] == stopped and meta["history"]["step"] == [10]
+    cfg = TrainConfig(steps=40, batch_size=8, warmup=2, n_val=16, eval_every=10)
+    _, resumed = train(cfg, SMALL, out, images=small_images(64), progress=False, resume=True)
+    _, whole = train(cfg, SMALL, tmp_path / "whole.npz", images=small_images(64), progress=False)
+    assert resumed["step"] == 40 and resumed["history"]["step"] == whole["history"]["step"] == [10, 20, 30, 40]
+    np.testing.assert_allclose(resumed["history"]["loss"], whole["history"]["loss"], rtol=1e-4)
+
+
+def test_signal_handlers_are_restored(tmp_path):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    train(TrainConfig(**TINY), SMALL, tmp_path / "m.npz", images=small_images(64), progress=False)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
