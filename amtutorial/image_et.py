@@ -308,6 +308,12 @@ def _inpaint_core(model, image, mask, nsteps:int, alpha:float, safeguard:bool, k
     _, energies, states = model.et.descend(x0, nsteps, alpha, safeguard=safeguard, return_states=True)
     return jax.vmap(lambda x: _decoded_image(model, x, image, mask, keep_visible))(states), energies
 
+@eqx.filter_jit
+def _inpaint_batch(model, images, masks, nsteps:int, alpha:float, safeguard:bool, keep_visible:bool, trajectory:bool):
+    "`_inpaint_core` over a batch: one compiled function, reused by every call with the same settings and shapes."
+    return jax.vmap(lambda im, mk: _inpaint_core(model, im, mk, nsteps, alpha, safeguard, keep_visible, trajectory))(
+        images, masks)
+
 @patch
 def inpaint(self: ImageEnergyTransformer,
             image: Float[AnyArray, "h w c"], # one normalised image, channel-last
@@ -517,7 +523,7 @@ def retrieval_pixels(model:ImageEnergyTransformer, # the model
     "A batch of retrievals in pixels: the inputs with hidden patches painted, every decoded step in [0, 1], the energies."
     images, masks = _check_batch(model, images, masks)
     settings = model.settings(nsteps, alpha, safeguard)
-    traj, E = jax.vmap(lambda im, mk: _inpaint_core(model, im, mk, *settings, True, True))(images, masks)
+    traj, E = _inpaint_batch(model, images, masks, *settings, True, True)
     pix = np.asarray(jnp.clip(model.denormalize(traj), 0, 1))
     masked = np.asarray(jax.vmap(model.hide_patches)(jnp.clip(model.denormalize(images), 0, 1), masks))
     return masked, rearrange(pix, "n t h w c -> t n h w c"), np.asarray(E).T
@@ -682,11 +688,9 @@ def reconstruct(model:ImageEnergyTransformer, # the model
                          f"{masks.dtype} {masks.shape}")
     check_positive_int("batch", batch)
     settings = model.settings(nsteps, alpha, safeguard)
-    run = eqx.filter_jit(jax.vmap(lambda m, im, mk: _inpaint_core(m, im, mk, *settings, False, False)[0],
-                                  in_axes=(None, 0, 0)))
     out = []
     for i in tqdm(range(0, len(x), batch), disable=not progress, desc="inpainting", unit="batch", leave=False):
-        y = run(model, model.normalize(x[i:i+batch]), jnp.asarray(masks[i:i+batch]))
+        y, _ = _inpaint_batch(model, model.normalize(x[i:i+batch]), jnp.asarray(masks[i:i+batch]), *settings, False, False)
         out.append(np.clip(np.asarray(model.denormalize(y)), 0, 1))
     hidden = np.asarray(model.config.patcher.pixel_mask(masks))[..., None]
     rec = np.where(hidden, np.concatenate(out), x)  # the visible pixels exactly as given
