@@ -280,11 +280,11 @@ def cached_video(
 # %% ../nbs/lib/01_viz.ipynb #da375939
 MEDIA_LIMIT = 1_000_000  # bytes: larger files are not copied into nbs/media/ (the repository stays small)
 
-def _nbs_dir() -> Path | None:
-    "The `nbs/` folder of the clone this package runs from, if any."
-    from amtutorial.data_utils import ASSETS
-    root = ASSETS.parent.parent  # amtutorial/assets -> the clone's root, for an editable install
-    return root/"nbs" if (root/"settings.ini").is_file() and (root/"nbs"/"_quarto.yml").is_file() else None
+def _nbs_dir(page:Path) -> Path | None:
+    "The `nbs/` folder of the clone that holds the notebook folder `page`, if any."
+    for d in (page, *page.parents):  # the page's own clone, never the one the package happens to run from
+        if (d/"_quarto.yml").is_file() and (d.parent/"settings.ini").is_file(): return d
+    return None
 
 def _publish(src:Path, dst:Path) -> Path:
     "Copy `src` to `dst` atomically, unless `dst` already holds the same bytes."
@@ -297,14 +297,14 @@ def _publish(src:Path, dst:Path) -> Path:
 def video_html(
     files:VideoFiles, # What `cached_video` returned
     width:int|None=None, # Display width in pixels (default: the video's own)
-    media_dir:str|Path|None="auto", # Where the page's media live ("auto": `nbs/media/` of a clone; None: embed)
+    media_dir:str|Path|None="auto", # Where the page's media live ("auto": `nbs/media/` of the page's clone; None: embed)
     page_dir:str|Path|None=None, # Folder of the notebook showing it (default: the current directory)
 )->str: # An HTML `<video>` element
     "HTML that plays `files` in Jupyter, Colab and on the rendered page."
     if not isinstance(files, VideoFiles): raise TypeError(f"files must be VideoFiles, got {type(files).__name__}")
-    media = _nbs_dir()/"media" if media_dir == "auto" and _nbs_dir() is not None else (
-        None if media_dir in ("auto", None) else Path(media_dir))
     page = Path(page_dir or os.getcwd()).resolve()
+    nbs = _nbs_dir(page) if media_dir == "auto" else None
+    media = nbs/"media" if nbs is not None else None if media_dir in ("auto", None) else Path(media_dir)
     def src(p:Path, mime:str) -> str:
         if media is not None and p.stat().st_size < MEDIA_LIMIT:
             copy = _publish(p, media/f"{files.name}{p.suffix}")  # a stable name: one file per video in the repo

@@ -159,3 +159,17 @@ def test_bad_inputs(make, exc, message):
     with pytest.raises(exc) as e:
         make()
     assert message in str(e.value), str(e.value)
+
+
+def test_video_html_auto_uses_the_pages_own_clone(cache_dir, tmp_path, monkeypatch):
+    "The media folder is found from the notebook's folder, not from wherever the package is installed."
+    files = cached_video("sq", square_frame, 4, key="k3", fps=4, progress=False)
+    clone = tmp_path/"clone"
+    (clone/"nbs"/"tutorial").mkdir(parents=True)
+    (clone/"settings.ini").write_text("[DEFAULT]\n"); (clone/"nbs"/"_quarto.yml").write_text("project: {}\n")
+    html = video_html(files, page_dir=clone/"nbs"/"tutorial")
+    assert 'src="../media/sq.mp4"' in html and (clone/"nbs"/"media"/"sq.mp4").is_file()
+    monkeypatch.chdir(clone/"nbs")
+    assert 'src="media/sq.gif"' in video_html(files)
+    outside = tmp_path/"elsewhere"; outside.mkdir()
+    assert "data:video/mp4;base64," in video_html(files, page_dir=outside)
