@@ -31,12 +31,12 @@ from .data_utils import (CheckpointError, atomic_savez, get_cache_dir, load_fash
 from .energy_transformer import rand_init
 from .image_et import (ImageETConfig, ImageEnergyTransformer, load_et, pretrained_path, random_masks,
                                  reconstruct, save_et)
-from .metrics import masked_psnr
+from .metrics import masked_psnr, masked_ssim
 
 # %% auto #0
-__all__ = ['STATE_FORMAT', 'TrainConfig', 'make_optimizer', 'batch_loss', 'train_step', 'data_parallel', 'shard_batch',
-           'replicate', 'state_path', 'check_output_path', 'read_state_meta', 'load_train_state', 'check_train_out',
-           'evaluate_psnr', 'TrainingStopped', 'train', 'training_record']
+__all__ = ['STATE_FORMAT', 'TrainConfig', 'make_optimizer', 'ssim_map', 'batch_loss', 'train_step', 'data_parallel',
+           'shard_batch', 'replicate', 'state_path', 'check_output_path', 'read_state_meta', 'load_train_state',
+           'check_train_out', 'evaluate_psnr', 'evaluate', 'TrainingStopped', 'train', 'training_record']
 
 # %% ../nbs/tutorial/02_training_et.ipynb #03d8a4f9
 class TrainConfig(eqx.Module):
@@ -50,6 +50,8 @@ class TrainConfig(eqx.Module):
     clip: float = 1.0  # gradients are clipped to this global norm
     mask_frac: float = 0.5  # fraction of the patches hidden in each training image
     visible_weight: float = 0.1  # weight of the visible pixels' error in the loss (hidden pixels: 1)
+    ssim_weight: float = 0.0  # weight of (1 - the hidden pixels' mean SSIM) in the loss
+    flip: bool = False  # mirror each training picture left-right with probability 1/2
     n_val: int = 1000  # training images held out for validation (the last ones of the split)
     eval_every: int = 250  # steps between validation measurements and checkpoints
     seed: int = 0  # decides the initial weights, the batches and the masks
@@ -62,11 +64,19 @@ class TrainConfig(eqx.Module):
         for k in ("lr",):
             if not getattr(self, k) > 0: raise ValueError(f"{k} must be > 0, got {getattr(self, k)!r}")
         if not 0 < self.mask_frac < 1: raise ValueError(f"mask_frac must be in (0, 1), got {self.mask_frac!r}")
-        for k in ("end_lr_frac", "weight_decay", "visible_weight"):
+        if not isinstance(self.flip, bool): raise TypeError(f"flip must be a bool, got {self.flip!r}")
+        for k in ("end_lr_frac", "weight_decay", "visible_weight", "ssim_weight"):
             if not getattr(self, k) >= 0: raise ValueError(f"{k} must be >= 0, got {getattr(self, k)!r}")
         if not self.clip > 0: raise ValueError(f"clip must be > 0, got {self.clip!r}")
 
     def to_dict(self) -> dict: return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d:dict):
+        "The config saved by `to_dict`; fields a record predates take their defaults, unknown ones are refused."
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown: raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**d)
 
     @classmethod
     def tiny(cls):
@@ -80,19 +90,41 @@ def make_optimizer(cfg:TrainConfig) -> optax.GradientTransformation:
                                                   cfg.lr * cfg.end_lr_frac)
     return optax.chain(optax.clip_by_global_norm(cfg.clip), optax.adamw(schedule, weight_decay=cfg.weight_decay))
 
+# %% ../nbs/tutorial/02_training_et.ipynb #35dcf33e
+def _box7(x:Float[Array, "n h w"]) -> Float[Array, "n h w"]:
+    "Mean over the 7×7 window around each pixel, edges mirrored (scipy's 'reflect' mode)."
+    xp = jnp.pad(x, ((0, 0), (3, 3), (3, 3)), mode="symmetric")
+    return jax.vmap(lambda im: jax.scipy.signal.convolve2d(im, jnp.full((7, 7), 1 / 49), mode="valid"))(xp)
+
+def ssim_map(x:Float[Array, "n h w"], # images with values in [0, 1]
+             y:Float[Array, "n h w"], # the references, same shape
+            ) -> Float[Array, "n h w"]: # the SSIM at each pixel
+    "Differentiable structural-similarity map (7×7 box window, sample covariances), as `skimage`'s `full=True` map."
+    c1, c2, cov = 0.01 ** 2, 0.03 ** 2, 49 / 48  # 49/48: unbiased (sample) variances over the 49 pixels
+    mx, my = _box7(x), _box7(y)
+    vx, vy = cov * (_box7(x * x) - mx * mx), cov * (_box7(y * y) - my * my)
+    vxy = cov * (_box7(x * y) - mx * my)
+    return (2 * mx * my + c1) * (2 * vxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+
 # %% ../nbs/tutorial/02_training_et.ipynb #a8221a21
 def batch_loss(model:ImageEnergyTransformer,
                images:Float[Array, "n h w c"], # normalised images
                masks:Bool[Array, "n K"], # True = hidden patch
                cfg:TrainConfig,
               ) -> Float[Array, ""]:
-    "Mean squared error on the hidden pixels + `visible_weight` × that on the visible ones."
+    "Squared error on the hidden pixels + `visible_weight` × that on the visible ones + `ssim_weight` × (1 − hidden SSIM)."
     recon = jax.vmap(lambda x, m: model.inpaint(x, m)[0])(images, masks)
     hidden = model.config.patcher.pixel_mask(masks)[..., None]
     se = (recon - images) ** 2
     mse_hidden = (se * hidden).sum() / jnp.maximum(hidden.sum() * se.shape[-1], 1)
     mse_visible = (se * ~hidden).sum() / jnp.maximum((~hidden).sum() * se.shape[-1], 1)
-    return mse_hidden + cfg.visible_weight * mse_visible
+    loss = mse_hidden + cfg.visible_weight * mse_visible
+    if cfg.ssim_weight:  # a Python number: decided when the step is compiled
+        pasted = model.denormalize(jnp.where(hidden, recon, images))
+        s = jnp.stack([ssim_map(jnp.clip(pasted[..., c], 0, 1), model.denormalize(images)[..., c])
+                       for c in range(images.shape[-1])], -1).mean(-1)
+        loss = loss + cfg.ssim_weight * (1 - (s * hidden[..., 0]).sum() / jnp.maximum(hidden[..., 0].sum(), 1))
+    return loss
 
 # %% ../nbs/tutorial/02_training_et.ipynb #3df8d441
 @eqx.filter_jit
@@ -223,6 +255,22 @@ def evaluate_psnr(model:ImageEnergyTransformer, # the model, run with its config
     hidden = np.asarray(model.config.patcher.pixel_mask(np.asarray(masks)))
     return float(masked_psnr(reconstruct(model, pixels, masks, batch=batch), pixels, hidden).mean())
 
+def evaluate(model:ImageEnergyTransformer, # the model, run with its configuration's descent
+             pixels:np.ndarray, # (n, h, w) pictures in [0, 1]
+             masks:np.ndarray, # (n, K) True = hidden patch
+             batch:int=250, # pictures per compiled call
+            ) -> tuple[float, float]: # the mean masked PSNR (dB) and the mean masked SSIM
+    "Mean masked PSNR and SSIM of the model's reconstructions, over the hidden pixels (`metrics`)."
+    hidden = np.asarray(model.config.patcher.pixel_mask(np.asarray(masks)))
+    rec = reconstruct(model, pixels, masks, batch=batch)
+    return float(masked_psnr(rec, pixels, hidden).mean()), float(masked_ssim(rec, pixels, hidden).mean())
+
+def _weights_sha256(model:ImageEnergyTransformer) -> str:
+    "A fingerprint of a model's weights: SHA-256 over its arrays' bytes, in tree order."
+    h = hashlib.sha256()
+    for a in jax.tree.leaves(eqx.filter(model, eqx.is_array)): h.update(np.asarray(a, np.float32).tobytes())
+    return h.hexdigest()
+
 # %% ../nbs/tutorial/02_training_et.ipynb #415d0123
 class TrainingStopped(KeyboardInterrupt):
     "`train` was stopped by a signal (SIGINT or SIGTERM) after saving a checkpoint."
@@ -249,6 +297,7 @@ def train(cfg:TrainConfig, # the recipe
           *,
           images:np.ndarray|None=None, # uint8 (n, h, w) training pictures; default: Fashion-MNIST's training split
           resume:bool=False, # continue the run saved at `out` (an error without it, if there is one)
+          init:ImageEnergyTransformer|None=None, # start from this model's weights (fine-tuning) instead of random ones
           progress:bool=True, # show a progress bar
           devices=None, # devices to split each batch across (default: all)
           stop_after:int|None=None, # stop (with a checkpoint) after this many steps in this call
@@ -259,13 +308,17 @@ def train(cfg:TrainConfig, # the recipe
     if not isinstance(model_config, ImageETConfig):
         raise TypeError(f"model_config must be an ImageETConfig, got {type(model_config).__name__}")
     if not isinstance(resume, bool): raise TypeError(f"resume must be a bool, got {resume!r}")
+    if init is not None and not isinstance(init, ImageEnergyTransformer):
+        raise TypeError(f"init must be an ImageEnergyTransformer or None, got {type(init).__name__}")
+    if init is not None and init.config.to_dict() != model_config.to_dict():
+        raise ValueError(f"init has the configuration {init.config.to_dict()}, not model_config's {model_config.to_dict()}")
     for k, v in (("stop_after", stop_after), ("checkpoint_every", checkpoint_every)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
             raise ValueError(f"{k} must be a positive integer or None, got {v!r}")
     every = cfg.eval_every if checkpoint_every is None else int(checkpoint_every)
     out = Path(out)
     previous = check_train_out(out, resume)  # before any work: nothing is loaded or trained for a path we may not write
-    if previous is not None and previous["train_config"] != cfg.to_dict():
+    if previous is not None and TrainConfig.from_dict(previous["train_config"]) != cfg:
         raise ValueError(f"out {str(out)!r} was trained with {previous['train_config']}, not {cfg.to_dict()}; "
                          "use the same recipe to resume, or another path")
     if images is None: images = load_fashion_mnist("train")[0]
@@ -281,10 +334,11 @@ def train(cfg:TrainConfig, # the recipe
     val_m = np.asarray(random_masks(jr.fold_in(jr.key(cfg.seed), 2**31 - 1), cfg.n_val, model_config, cfg.mask_frac))
     optimizer = make_optimizer(cfg)
     dsh, rsh = data_parallel(devices)
-    model = rand_init(jr.key(cfg.seed), model_config)
+    model = rand_init(jr.key(cfg.seed), model_config) if init is None else init
     opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
     meta = {"format": STATE_FORMAT, "run_id": uuid.uuid4().hex, "step": 0, "train_config": cfg.to_dict(),
-            "model_config": model_config.to_dict(), "history": {"step": [], "loss": [], "val_psnr": []},
+            "model_config": model_config.to_dict(), "init": "random" if init is None else f"weights {_weights_sha256(init)}",
+            "history": {"step": [], "loss": [], "val_psnr": [], "val_ssim": [], "seconds": []},
             "pending_losses": [], "wall_seconds": 0.0}
     if previous is not None:
         model = load_et(out, model_config)
@@ -306,9 +360,12 @@ def train(cfg:TrainConfig, # the recipe
         with _StopRequests() as stop:
             try:
                 while step < last and stop.signum is None:
-                    idx = np.random.default_rng([cfg.seed, step]).integers(0, len(train_x), cfg.batch_size)
+                    rng = np.random.default_rng([cfg.seed, step])
+                    idx = rng.integers(0, len(train_x), cfg.batch_size)
+                    x = train_x[idx]
+                    if cfg.flip: x = np.where(rng.random(cfg.batch_size)[:, None, None, None] < 0.5, x[:, :, ::-1], x)
                     masks = random_masks(jr.fold_in(jr.key(cfg.seed), step), cfg.batch_size, model_config, cfg.mask_frac)
-                    new = train_step(model, opt_state, shard_batch(jnp.asarray(train_x[idx]), dsh),
+                    new = train_step(model, opt_state, shard_batch(jnp.asarray(x), dsh),
                                      shard_batch(masks, dsh), cfg, optimizer)
                     if not np.isfinite(float(new[2])):
                         raise FloatingPointError(f"the loss became {float(new[2])} at step {step}; the last good "
@@ -318,9 +375,10 @@ def train(cfg:TrainConfig, # the recipe
                     step += 1
                     bar.update(1)
                     if step % cfg.eval_every == 0 or step == cfg.steps:  # the history's steps: the same in any run
-                        psnr = evaluate_psnr(model, val_pix, val_m)
-                        history = {"step": history["step"] + [step], "loss": history["loss"] + [float(np.mean(losses))],
-                                   "val_psnr": history["val_psnr"] + [psnr]}
+                        psnr, ssim = evaluate(model, val_pix, val_m)
+                        new_h = {"step": step, "loss": float(np.mean(losses)), "val_psnr": psnr, "val_ssim": ssim,
+                                 "seconds": time.time() - t0}
+                        history = {k: history.get(k, []) + [v] for k, v in new_h.items()}
                         losses = []
                         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", val_psnr=f"{psnr:.2f} dB")
                     if step % every == 0 or step == last or stop.signum is not None: save()
