@@ -36,7 +36,8 @@ from .metrics import masked_psnr, masked_ssim
 # %% auto #0
 __all__ = ['STATE_FORMAT', 'TrainConfig', 'make_optimizer', 'ssim_map', 'batch_loss', 'train_step', 'data_parallel',
            'shard_batch', 'replicate', 'state_path', 'check_output_path', 'read_state_meta', 'load_train_state',
-           'check_train_out', 'evaluate_psnr', 'evaluate', 'TrainingStopped', 'train', 'training_record']
+           'check_train_out', 'evaluate_psnr', 'evaluate', 'TrainingStopped', 'train', 'training_record',
+           'shipped_recipe', 'stages_record']
 
 # %% ../nbs/tutorial/02_training_et.ipynb #03d8a4f9
 class TrainConfig(eqx.Module):
@@ -395,3 +396,22 @@ def training_record(name:str="fashion_mnist", # which shipped model
                    )->dict:
     "How the shipped model `name` was trained: recipe, steps, wall time, hardware, data and history."
     return json.loads(pretrained_path(name).with_suffix(".json").read_text())
+
+# %% ../nbs/tutorial/02_training_et.ipynb #339e3580
+def shipped_recipe() -> list[TrainConfig]:
+    "The stages of the shipped Fashion-MNIST model: squared error from random weights, then a fine-tune with SSIM."
+    return [TrainConfig(), TrainConfig(steps=20000, lr=5e-4, warmup=200, ssim_weight=1.0, eval_every=1000)]
+
+def stages_record(metas:list, # `train`'s metadata of each stage, in training order
+                  names:list, # a short name for each stage
+                  data:str, # which pictures trained and validated the model
+                  **extra, # more entries for the record (e.g. the pilot runs that chose the recipe)
+                 ) -> dict:
+    "The record of a model trained in stages: each stage's recipe, start, steps, wall time and history, and totals."
+    if not metas or len(metas) != len(names):
+        raise ValueError(f"need one name per stage and at least one stage, got {len(metas)} metas, {len(names)} names")
+    keep = ("train_config", "init", "step", "wall_seconds", "hardware", "history")
+    stages = [{"name": n, **{k: m[k] for k in keep if k in m}} for n, m in zip(names, metas)]
+    return {"stages": stages, "step": sum(s["step"] for s in stages),
+            "wall_seconds": sum(s["wall_seconds"] for s in stages), "hardware": stages[-1]["hardware"],
+            "data": data, **extra}
