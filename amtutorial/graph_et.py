@@ -8,7 +8,7 @@ __all__ = ['MODELS', 'FRAUD_URL', 'FRAUD_FILES', 'FRAUD_SHA256', 'GraphError', '
            'structural_encoding', 'masked_attn_energy', 'node_energies', 'graph_energy_g', 'graph_energy',
            'attention_mask', 'graph_descend', 'GraphETConfig', 'GraphET', 'GCN', 'normalized_adjacency', 'FeatureMLP',
            'roc_auc', 'macro_f1', 'best_threshold', 'split_nodes', 'weighted_bce', 'train_node_model', 'make_model',
-           'graph_inputs', 'evaluate', 'run_experiment', 'results_table', 'spread', 'load_fraud_graph']
+           'graph_inputs', 'evaluate', 'run_on_graph', 'run_experiment', 'results_table', 'spread', 'load_fraud_graph']
 
 # %% ../nbs/tutorial/05_graph_anomaly.ipynb #8d71c91c
 #| code-fold: true
@@ -105,6 +105,12 @@ class AnomalyGraph(eqx.Module):
     adjacency: np.ndarray  # (N, N) bool, symmetric, no self-loops
     kind: np.ndarray  # (N,) int8: 0 normal, 1 structural, 2 contextual
 
+    def __check_init__(self):
+        check_graph(self.features, self.adjacency)
+        kind = np.asarray(self.kind)
+        if kind.shape != (len(self.features),) or not np.isin(kind, (0, 1, 2)).all():
+            raise GraphError(f"kind must be {len(self.features)} values in {{0, 1, 2}}, got shape {kind.shape}")
+
     @property
     def labels(self) -> np.ndarray:
         "1 for an anomaly of any kind, else 0."
@@ -190,7 +196,7 @@ def laplacian_pe(adjacency: Bool[np.ndarray, "N N"], # symmetric adjacency
     dinv = np.where(d > 0, 1 / np.sqrt(np.maximum(d, 1e-12)), 0)
     L = np.eye(len(A)) - dinv[:, None] * A * dinv[None, :]
     _, V = np.linalg.eigh(L)
-    V = V[:, 1:k + 1]
+    V = np.pad(V[:, 1:k + 1], ((0, 0), (0, max(0, k + 1 - len(A)))))  # a graph of <= k nodes: zero columns
     V = V * np.sign(V[np.abs(V).argmax(0), np.arange(V.shape[1])])  # a fixed sign per eigenvector
     return (V * math.sqrt(len(A))).astype(np.float32)
 
@@ -456,6 +462,27 @@ def evaluate(model, X, pe, mask, y, split) -> dict:
     te = split["test"]
     return {"auc": roc_auc(y[te], s[te]), "f1": macro_f1(y[te], s[te] >= t)}
 
+def run_on_graph(graph:AnomalyGraph, # features, adjacency, anomaly kinds (validated when it was made)
+                 seed:int=0, # picks the split and the initial weights
+                 epochs:int=150, # training steps of every model
+                 models=MODELS, # which models
+                ) -> list[dict]: # one record per model: test auc, f1, seconds
+    "Train and test each model on one labelled graph (stratified split 40/20/40 of its nodes)."
+    y = graph.labels
+    if not 2 <= y.sum() <= len(y) - 2:
+        raise ValueError(f"graph needs at least 2 anomalous and 2 normal nodes to split, has {y.sum()} of {len(y)}")
+    bad = [m for m in models if m not in MODELS]
+    if bad: raise ValueError(f"models must be among {MODELS}, got {bad}")
+    X, pe, mask = graph_inputs(graph)
+    split = split_nodes(y, seed)
+    rows = []
+    for i, name in enumerate(models):
+        t0 = time.perf_counter()
+        m = make_model(name, X.shape[1], pe.shape[1], key=jr.fold_in(jr.key(seed), MODELS.index(name)))
+        m = train_node_model(m, X, pe, mask, y, split["train"], split["val"], epochs=epochs)
+        rows.append(dict(model=name, **evaluate(m, X, pe, mask, y, split), seconds=time.perf_counter() - t0))
+    return rows
+
 def run_experiment(kinds=("structural", "contextual"), # anomaly kinds, one graph family each
                    ratios=(0.05, 0.1), # anomaly ratios
                    seeds=(0, 1, 2, 3, 4), # a seed picks the pictures, the anomalies, the split and the weights
@@ -470,17 +497,10 @@ def run_experiment(kinds=("structural", "contextual"), # anomaly kinds, one grap
         for ratio in ratios:
             for seed in seeds:
                 g = make_anomaly_graph(n_nodes, ratio, kind, seed=seed)
-                X, pe, mask = graph_inputs(g)
-                y = g.labels
-                split = split_nodes(y, seed)
-                for i, name in enumerate(models):
-                    t0 = time.perf_counter()
-                    m = make_model(name, X.shape[1], pe.shape[1], key=jr.fold_in(jr.key(seed), i))
-                    m = train_node_model(m, X, pe, mask, y, split["train"], split["val"], epochs=epochs)
-                    r = dict(kind=kind, ratio=ratio, seed=seed, model=name, **evaluate(m, X, pe, mask, y, split),
-                             seconds=time.perf_counter() - t0)
+                for r in run_on_graph(g, seed, epochs, models):
+                    r = dict(kind=kind, ratio=ratio, seed=seed, **r)
                     rows.append(r)
-                    if progress: print(f"{kind:10s} {ratio:.2f} seed {seed} {name:6s} AUC {r['auc']:.3f} "
+                    if progress: print(f"{kind:10s} {ratio:.2f} seed {seed} {r['model']:6s} AUC {r['auc']:.3f} "
                                        f"F1 {r['f1']:.3f} ({r['seconds']:.1f}s)", flush=True)
     return rows
 

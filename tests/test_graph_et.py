@@ -47,10 +47,24 @@ def test_bad_graph_types():
         ge.edges_to_adjacency(np.array([[0, 2]]), 2)
 
 
-def test_bad_graph_stops_experiment_inputs():
-    g = ge.AnomalyGraph(np.full((3, 2), np.nan, np.float32), A3.astype(bool), np.zeros(3, np.int8))
+def test_bad_graph_cannot_be_made_or_run():
     with pytest.raises(ge.GraphError, match="NaN"):
-        ge.graph_inputs(g)
+        ge.AnomalyGraph(np.full((3, 2), np.nan, np.float32), A3.astype(bool), np.zeros(3, np.int8))
+    with pytest.raises(ge.GraphError, match="not symmetric"):
+        ge.AnomalyGraph(X3, np.triu(A3).astype(bool), np.zeros(3, np.int8))
+    with pytest.raises(ge.GraphError, match="kind must be 3 values"):
+        ge.AnomalyGraph(X3, A3.astype(bool), np.zeros(2, np.int8))
+    with pytest.raises(ValueError, match="at least 2 anomalous"):
+        ge.run_on_graph(ge.AnomalyGraph(X3, A3.astype(bool), np.array([0, 1, 0], np.int8)), epochs=1)
+
+
+def test_run_on_a_users_graph():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(50, 3)).astype(np.float32)
+    g = ge.inject_anomalies(X, ge.knn_graph(X, 3), n_cliques=2, clique_size=4, n_contextual=0, seed=1)
+    rows = ge.run_on_graph(g, seed=0, epochs=2, models=("GCN", "ET"))
+    assert [r["model"] for r in rows] == ["GCN", "ET"] and all(0 <= r["auc"] <= 1 for r in rows)
+    assert ge.laplacian_pe(ge.knn_graph(X[:4], 1), 8).shape == (4, 8)  # fewer nodes than eigenvectors: zero columns
 
 
 def test_roc_auc_hand_cases_and_pairs():
