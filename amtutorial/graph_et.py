@@ -401,6 +401,7 @@ def split_nodes(labels: Shaped[AnyArray, "N"], seed:int, train:float=0.4, val:fl
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         a, b = round(train * len(idx)), round((train + val) * len(idx))
+        if len(idx) >= 3: a = min(max(a, 1), len(idx) - 2); b = min(max(b, a + 1), len(idx) - 1)  # every split gets one
         out["train"].append(idx[:a]); out["val"].append(idx[a:b]); out["test"].append(idx[b:])
     return {k: np.sort(np.concatenate(v)) for k, v in out.items()}
 
@@ -469,8 +470,8 @@ def run_on_graph(graph:AnomalyGraph, # features, adjacency, anomaly kinds (valid
                 ) -> list[dict]: # one record per model: test auc, f1, seconds
     "Train and test each model on one labelled graph (stratified split 40/20/40 of its nodes)."
     y = graph.labels
-    if not 2 <= y.sum() <= len(y) - 2:
-        raise ValueError(f"graph needs at least 2 anomalous and 2 normal nodes to split, has {y.sum()} of {len(y)}")
+    if not 3 <= y.sum() <= len(y) - 3:
+        raise ValueError(f"graph needs at least 3 anomalous and 3 normal nodes to split, has {y.sum()} of {len(y)}")
     bad = [m for m in models if m not in MODELS]
     if bad: raise ValueError(f"models must be among {MODELS}, got {bad}")
     X, pe, mask = graph_inputs(graph)

@@ -54,7 +54,7 @@ def test_bad_graph_cannot_be_made_or_run():
         ge.AnomalyGraph(X3, np.triu(A3).astype(bool), np.zeros(3, np.int8))
     with pytest.raises(ge.GraphError, match="kind must be 3 values"):
         ge.AnomalyGraph(X3, A3.astype(bool), np.zeros(2, np.int8))
-    with pytest.raises(ValueError, match="at least 2 anomalous"):
+    with pytest.raises(ValueError, match="at least 3 anomalous"):
         ge.run_on_graph(ge.AnomalyGraph(X3, A3.astype(bool), np.array([0, 1, 0], np.int8)), epochs=1)
 
 
@@ -179,3 +179,11 @@ def test_fraud_loader_bad_archive(http_server, cache_dir):
     (http_server.root / "FraudAmazon.zip").write_bytes(z.getvalue())
     with pytest.raises(ge.GraphError, match="holds no Amazon.mat"):
         ge.load_fraud_graph("amazon", base_url=f"{http_server.url}/ok", progress=False)
+
+
+def test_split_gives_every_part_an_anomaly():
+    y = np.array([1, 1, 1] + [0] * 40)
+    for seed in range(5):
+        s = ge.split_nodes(y, seed)
+        assert all(y[s[k]].sum() >= 1 for k in ("train", "val", "test"))
+        assert sorted(np.concatenate(list(s.values())).tolist()) == list(range(43))
