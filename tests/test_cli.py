@@ -155,3 +155,17 @@ def test_train_user_errors_are_one_line(tmp_path, capsys):
     from amtutorial.image_et import get_pretrained_et, save_et
     save_et(get_pretrained_et(), tmp_path / "model.npz")  # a checkpoint, but not a training run: kept
     assert "no training state" in user_error(["train", "--out", str(tmp_path / "model.npz"), "-q"], capsys)
+
+
+def test_graph_anomaly_prints_the_table(capsys):
+    assert main(["graph-anomaly", "--kinds", "structural", "--ratios", "0.1", "--seeds", "0", "--nodes", "120",
+                 "--epochs", "3", "--models", "MLP", "ET", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "ROC-AUC" in out and "structural  0.10 ET" in out and "LogReg" not in out
+
+
+def test_graph_anomaly_user_errors_are_one_line(capsys):
+    assert main(["graph-anomaly", "--models", "SVM", "-q"]) == 2
+    assert "--models must be among" in capsys.readouterr().err
+    assert main(["graph-anomaly", "--ratios", "0.9", "--nodes", "120", "--epochs", "1", "--seeds", "0", "-q"]) == 2
+    assert "ratio must be in" in capsys.readouterr().err
