@@ -633,4 +633,9 @@ d = { 'settings': { 'branch': 'main',
                                 'amtutorial.viz.trajectory_video': ('lib/viz.html#trajectory_video', 'amtutorial/viz.py'),
                                 'amtutorial.viz.video_html': ('lib/viz.html#video_html', 'amtutorial/viz.py'),
                                 'amtutorial.viz.write_gif': ('lib/viz.html#write_gif', 'amtutorial/viz.py'),
-                                'amtutorial.viz.write_video': ('lib/viz.html#write_video', 'amtutorial/viz.py')}}}
+                                'amtutorial.viz.write_video': ('lib/viz.html#write_video', 'amtutorial/viz.py')},
+            'amtutorial.web_demo': { 'amtutorial.web_demo._b64': ('lib/web_demo.html#_b64', 'amtutorial/web_demo.py'),
+                                     'amtutorial.web_demo._write_ours': ('lib/web_demo.html#_write_ours', 'amtutorial/web_demo.py'),
+                                     'amtutorial.web_demo.browser_model': ('lib/web_demo.html#browser_model', 'amtutorial/web_demo.py'),
+                                     'amtutorial.web_demo.write_browser_demo': ( 'lib/web_demo.html#write_browser_demo',
+                                                                                 'amtutorial/web_demo.py')}}}
