@@ -637,5 +637,7 @@ d = { 'settings': { 'branch': 'main',
             'amtutorial.web_demo': { 'amtutorial.web_demo._b64': ('lib/web_demo.html#_b64', 'amtutorial/web_demo.py'),
                                      'amtutorial.web_demo._write_ours': ('lib/web_demo.html#_write_ours', 'amtutorial/web_demo.py'),
                                      'amtutorial.web_demo.browser_model': ('lib/web_demo.html#browser_model', 'amtutorial/web_demo.py'),
+                                     'amtutorial.web_demo.demo_widget_html': ( 'lib/web_demo.html#demo_widget_html',
+                                                                               'amtutorial/web_demo.py'),
                                      'amtutorial.web_demo.write_browser_demo': ( 'lib/web_demo.html#write_browser_demo',
                                                                                  'amtutorial/web_demo.py')}}}

@@ -337,3 +337,31 @@ def test_renderer_features(tmp_path, monkeypatch):
     assert "?@eq-elsewhere" in page  # a label of another page: shown unresolved, as Quarto does, not a citation
     assert "<math" in page and "$E_" not in page and 'id="ref-hopfield1982neural"' in page
     assert 'href="../index.html"' in page and 'href="tutorial/demo.html">the chapter' in (out / "index.html").read_text()
+
+
+def test_the_et_widget_retrieves_like_the_package(site, browser):
+    import numpy as np
+    from amtutorial.data_utils import load_fashion_mnist_sample
+    from amtutorial.image_et import get_pretrained_et, reconstruct, reference_masks
+    from amtutorial.metrics import masked_psnr
+    out, url, _ = site
+    browser.get_log("browser")  # drop what earlier pages left
+    browser.get(f"{url}/lib/web_demo.html")
+    deadline = time.time() + 30
+    while not browser.execute_script("const w = document.querySelector('.et-demo'); return !!(w && w.etDemo)"):
+        assert time.time() < deadline, "the widget did not start on lib/web_demo.html"
+        time.sleep(0.2)
+    model = get_pretrained_et()
+    pic = 3
+    mask = reference_masks(1, model.config, seed=77)[0]
+    res = browser.execute_script("""
+        const w = document.querySelector('.et-demo').etDemo;
+        w.setPicture(arguments[0]); w.setMask(arguments[1]);
+        const r = w.play(); return {psnr: r.psnr, energies: r.energies};""", pic, mask.tolist())
+    x = load_fashion_mnist_sample()[0][pic:pic + 1].astype(np.float32) / 255
+    hid = np.asarray(model.config.patcher.pixel_mask(mask[None]))
+    want = float(masked_psnr(reconstruct(model, x, mask[None]), x, hid)[0])
+    print(f"widget: PSNR {res['psnr'][-1]:.4f} dB after {len(res['energies']) - 1} steps; package {want:.4f} dB")
+    assert abs(res["psnr"][-1] - want) < 1e-3 and np.all(np.diff(res["energies"]) < 0)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

@@ -79,10 +79,10 @@ def test_javascript_descent_is_fast(page):
         const im = et.normalize(px), mask = Array.from({length: et.K}, (_, k) => k % 2 === 0);
         et.inpaint(im, mask);  // warm up the JIT
         const times = [];
-        for (let i = 0; i < 15; i++) { const t0 = performance.now(); et.inpaint(im, mask); times.push(performance.now() - t0); }
-        times.sort((a, b) => a - b); return [times[0], times[7]];""")
+        for (let i = 0; i < 25; i++) { const t0 = performance.now(); et.inpaint(im, mask); times.push(performance.now() - t0); }
+        times.sort((a, b) => a - b); return [times[0], times[12]];""")
     # the fastest run is the machine's speed; the median also counts other tests sharing the CPU (pytest -n 2)
-    print(f"12 steps of one 28x28 picture in Chromium: fastest {ms[0]:.1f} ms, median {ms[1]:.1f} ms of 15 runs")
+    print(f"12 steps of one 28x28 picture in Chromium: fastest {ms[0]:.1f} ms, median {ms[1]:.1f} ms of 25 runs")
     assert ms[0] < 100
 
 
