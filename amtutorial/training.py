@@ -121,8 +121,8 @@ def batch_loss(model:ImageEnergyTransformer,
     mse_visible = (se * ~hidden).sum() / jnp.maximum((~hidden).sum() * se.shape[-1], 1)
     loss = mse_hidden + cfg.visible_weight * mse_visible
     if cfg.ssim_weight:  # a Python number: decided when the step is compiled
-        pasted = model.denormalize(jnp.where(hidden, recon, images))
-        s = jnp.stack([ssim_map(jnp.clip(pasted[..., c], 0, 1), model.denormalize(images)[..., c])
+        pasted, target = model.denormalize(jnp.where(hidden, recon, images)), model.denormalize(images)
+        s = jnp.stack([ssim_map(jnp.clip(pasted[..., c], 0, 1), target[..., c])
                        for c in range(images.shape[-1])], -1).mean(-1)
         loss = loss + cfg.ssim_weight * (1 - (s * hidden[..., 0]).sum() / jnp.maximum(hidden[..., 0].sum(), 1))
     return loss
@@ -247,14 +247,18 @@ def check_train_out(out:str|os.PathLike, # the checkpoint path given to `train`
     return meta
 
 # %% ../nbs/tutorial/02_training_et.ipynb #737db13f
+def _reconstruct_hidden(model, pixels, masks, batch):
+    "The model's reconstructions (`reconstruct`) and the pixel mask of the hidden patches."
+    return reconstruct(model, pixels, masks, batch=batch), np.asarray(model.config.patcher.pixel_mask(np.asarray(masks)))
+
 def evaluate_psnr(model:ImageEnergyTransformer, # the model, run with its configuration's descent
                   pixels:np.ndarray, # (n, h, w) pictures in [0, 1]
                   masks:np.ndarray, # (n, K) True = hidden patch
                   batch:int=250, # pictures per compiled call
                  ) -> float: # the mean masked PSNR, in dB
     "Mean masked PSNR of the model's reconstructions (`reconstruct`), over the hidden pixels (`metrics.masked_psnr`)."
-    hidden = np.asarray(model.config.patcher.pixel_mask(np.asarray(masks)))
-    return float(masked_psnr(reconstruct(model, pixels, masks, batch=batch), pixels, hidden).mean())
+    rec, hidden = _reconstruct_hidden(model, pixels, masks, batch)
+    return float(masked_psnr(rec, pixels, hidden).mean())
 
 def evaluate(model:ImageEnergyTransformer, # the model, run with its configuration's descent
              pixels:np.ndarray, # (n, h, w) pictures in [0, 1]
@@ -262,8 +266,7 @@ def evaluate(model:ImageEnergyTransformer, # the model, run with its configurati
              batch:int=250, # pictures per compiled call
             ) -> tuple[float, float]: # the mean masked PSNR (dB) and the mean masked SSIM
     "Mean masked PSNR and SSIM of the model's reconstructions, over the hidden pixels (`metrics`)."
-    hidden = np.asarray(model.config.patcher.pixel_mask(np.asarray(masks)))
-    rec = reconstruct(model, pixels, masks, batch=batch)
+    rec, hidden = _reconstruct_hidden(model, pixels, masks, batch)
     return float(masked_psnr(rec, pixels, hidden).mean()), float(masked_ssim(rec, pixels, hidden).mean())
 
 def _weights_sha256(model:ImageEnergyTransformer) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .data_utils import load_fashion_mnist_sample
-from .image_et import ImageEnergyTransformer, get_pretrained_et, pretrained_path
+from .image_et import ImageEnergyTransformer, get_pretrained_et
 from .viz import _nbs_dir
 
 # %% auto #0
@@ -307,9 +307,12 @@ ET_DEMO_WIDGET_JS = r'''// The interactive retrieval widget (written by amtutori
 _HEADER = "// written by amtutorial.web_demo"
 
 def _write_ours(path:Path, text:str):
-    "Write `text` to `path` atomically; an existing file is replaced only if this module wrote it."
-    if path.exists() and not path.read_text(errors="replace").startswith(_HEADER):
-        raise FileExistsError(f"{str(path)!r} exists and was not written by amtutorial.web_demo; not overwriting it")
+    "Write `text` to `path` atomically; an existing file is replaced only if this module wrote it (and if it differs)."
+    if path.exists():
+        old = path.read_text(errors="replace")
+        if not old.startswith(_HEADER):
+            raise FileExistsError(f"{str(path)!r} exists and was not written by amtutorial.web_demo; not overwriting it")
+        if old == text: return  # every page showing the widget asks for the same files: write them once
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f: f.write(text)
