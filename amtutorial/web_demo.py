@@ -336,6 +336,7 @@ def write_browser_demo(out_dir:str|os.PathLike, # an existing folder
     return code_path, model_path, widget_path
 
 def demo_widget_html(page_dir:str|os.PathLike|None=None, # folder of the notebook showing it (default: the current one)
+                     video:bool=True, # without JavaScript, show the recorded retrieval instead (False: the page shows it already)
                     ) -> str: # HTML for the page
     "The interactive widget for a page of this site: its files are written into the clone's `nbs/media/`."
     page = Path(page_dir or os.getcwd()).resolve()
@@ -345,7 +346,8 @@ def demo_widget_html(page_dir:str|os.PathLike|None=None, # folder of the noteboo
                 "your browser.</p>")
     write_browser_demo(nbs/"media")
     rel = os.path.relpath(nbs/"media", page).replace(os.sep, "/")
+    fallback = (f' Without it, the recorded retrieval:</p><video src="{rel}/et-fashion-inpaint.mp4" controls loop muted '
+                f'playsinline width="560"></video>' if video else '</p>')
     return (f'<div class="et-demo"><noscript><p>With JavaScript on, you can hide patches here and watch the '
-            f'model fill them in. Without it, the recorded retrieval:</p><video src="{rel}/et-fashion-inpaint.mp4" '
-            f'controls loop muted playsinline width="560"></video></noscript></div>'
+            f'model fill them in.{fallback}</noscript></div>'
             + "".join(f'<script src="{rel}/{f}"></script>' for f in ("et-demo-model.js", "et-demo.js", "et-demo-widget.js")))

@@ -339,17 +339,18 @@ def test_renderer_features(tmp_path, monkeypatch):
     assert 'href="../index.html"' in page and 'href="tutorial/demo.html">the chapter' in (out / "index.html").read_text()
 
 
-def test_the_et_widget_retrieves_like_the_package(site, browser):
+@pytest.mark.parametrize("page", ["index.html", "lib/web_demo.html", "tutorial/image_et.html"])
+def test_the_et_widget_retrieves_like_the_package(site, browser, page):
     import numpy as np
     from amtutorial.data_utils import load_fashion_mnist_sample
     from amtutorial.image_et import get_pretrained_et, reconstruct, reference_masks
     from amtutorial.metrics import masked_psnr
     out, url, _ = site
     browser.get_log("browser")  # drop what earlier pages left
-    browser.get(f"{url}/lib/web_demo.html")
+    browser.get(f"{url}/{page}")
     deadline = time.time() + 30
     while not browser.execute_script("const w = document.querySelector('.et-demo'); return !!(w && w.etDemo)"):
-        assert time.time() < deadline, "the widget did not start on lib/web_demo.html"
+        assert time.time() < deadline, f"the widget did not start on {page}"
         time.sleep(0.2)
     model = get_pretrained_et()
     pic = 3
@@ -361,7 +362,7 @@ def test_the_et_widget_retrieves_like_the_package(site, browser):
     x = load_fashion_mnist_sample()[0][pic:pic + 1].astype(np.float32) / 255
     hid = np.asarray(model.config.patcher.pixel_mask(mask[None]))
     want = float(masked_psnr(reconstruct(model, x, mask[None]), x, hid)[0])
-    print(f"widget: PSNR {res['psnr'][-1]:.4f} dB after {len(res['energies']) - 1} steps; package {want:.4f} dB")
+    print(f"{page} widget: PSNR {res['psnr'][-1]:.4f} dB after {len(res['energies']) - 1} steps; package {want:.4f} dB")
     assert abs(res["psnr"][-1] - want) < 1e-3 and np.all(np.diff(res["energies"]) < 0)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
