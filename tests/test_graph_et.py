@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 import scipy.io
 import scipy.sparse
 
@@ -121,6 +123,24 @@ def test_descent_is_monotone(seed, alpha):
     xs, Es = ge.graph_descend(et, x, mask, 15, alpha)
     assert xs.shape == (16, 40, 16) and bool(jnp.isfinite(Es).all())
     assert (np.diff(np.asarray(Es, np.float64)) <= 0).all()
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.sampled_from([2, 7, 40]), log_scale=st.floats(-3, 2),
+       log_alpha=st.floats(-2, 2.5), density=st.floats(0.05, 1.0))
+@example(seed=0, n=40, log_scale=-3.0, log_alpha=2.5, density=0.1)  # tiny tokens, a huge step: the layer norm's hard case
+@example(seed=1, n=2, log_scale=2.0, log_alpha=-2.0, density=1.0)  # two nodes, one edge
+@example(seed=2, n=40, log_scale=0.0, log_alpha=1.0, density=1.0)  # the full mask: the ET's own energy
+def test_descent_never_climbs_on_random_graphs(seed, n, log_scale, log_alpha, density):
+    "Fresh random graphs, weights, token scales and step sizes: the safeguarded energy never goes up."
+    rng = np.random.default_rng(seed)
+    A = np.triu(rng.random((n, n)) < density, 1)
+    A[0, 1] = True  # at least one edge
+    et = rand_init(jr.key(seed), ETConfig.tiny())
+    x = jnp.asarray(rng.normal(size=(n, 16)) * 10.0 ** log_scale, jnp.float32)
+    _, Es = ge.graph_descend(et, x, ge.attention_mask(A | A.T), 6, 10.0 ** log_alpha)
+    Es = np.asarray(Es, np.float64)
+    assert np.isfinite(Es).all() and (np.diff(Es) <= 0).all(), Es
 
 
 def test_gradient_through_descent_is_finite():
