@@ -103,7 +103,8 @@ def cmd_graph_anomaly(args)->int:
     bad = [m for m in models if m not in MODELS]
     if bad: raise ValueError(f"--models must be among {' '.join(MODELS)}, got {' '.join(bad)}")
     rows = run_experiment(kinds=tuple(args.kinds), ratios=tuple(args.ratios), seeds=tuple(args.seeds),
-                          n_nodes=args.nodes, epochs=args.epochs, models=models, progress=not args.quiet)
+                          n_nodes=args.nodes, epochs=args.epochs, models=models, progress=not args.quiet,
+                          feature_dropout=args.feature_dropout)
     print(results_table(rows))
     return 0
 
@@ -306,6 +307,8 @@ def make_parser()->argparse.ArgumentParser:
     ga.add_argument("--nodes", type=int, default=1000, help="nodes of each Fashion-MNIST kNN graph")
     ga.add_argument("--epochs", type=int, default=150, help="training steps of every model")
     ga.add_argument("--models", nargs="+", default=None, help="which of LogReg MLP GCN ET (default: all)")
+    ga.add_argument("--feature-dropout", type=float, default=0.5,
+                    help="share of node features zeroed at each training step, for every model (0: none)")
     ga.add_argument("-q", "--quiet", action="store_true", help="only the table")
     ga.set_defaults(func=cmd_graph_anomaly)
     i = sub.add_parser("info", help="print versions, devices and the cache's contents")

@@ -101,3 +101,31 @@ def dead_url():
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+# --- headless Chromium, for the tests of the website and of the JavaScript ET -------------------------------------
+import shutil  # noqa: E402
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and Path(p).exists()), None)
+CHROMEDRIVER = next((p for p in ("/usr/bin/chromedriver", shutil.which("chromedriver")) if p and Path(p).exists()), None)
+
+
+@pytest.fixture(scope="session")
+def start_chromium():
+    """A function `(profile_dir, why, extra_args=(), logs=("browser",))` that starts a selenium driver for headless
+    Chromium with a fresh profile in `profile_dir`; where Chromium is absent the test fails (never skips) with a
+    message saying what it is needed for (`why`) and which Debian packages to install. The caller quits it."""
+    def start(profile_dir, why, extra_args=(), logs=("browser",)):
+        if not (CHROMIUM and CHROMEDRIVER):
+            pytest.fail(f"headless Chromium is needed {why}: install Debian's packages `chromium` and "
+                        "`chromium-driver` (sudo apt-get install chromium chromium-driver)")
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+                  "--disable-background-networking", f"--user-data-dir={profile_dir}", *extra_args]:
+            opts.add_argument(a)
+        opts.set_capability("goog:loggingPrefs", {log: "ALL" for log in logs})
+        return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    return start

@@ -169,3 +169,5 @@ def test_graph_anomaly_user_errors_are_one_line(capsys):
     assert "--models must be among" in capsys.readouterr().err
     assert main(["graph-anomaly", "--ratios", "0.9", "--nodes", "120", "--epochs", "1", "--seeds", "0", "-q"]) == 2
     assert "ratio must be in" in capsys.readouterr().err
+    assert main(["graph-anomaly", "--feature-dropout", "1", "-q"]) == 2  # refused before any graph is built
+    assert "feature_dropout must be in [0, 1)" in capsys.readouterr().err

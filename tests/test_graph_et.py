@@ -151,6 +151,30 @@ def test_gradient_through_descent_is_finite():
     assert all(bool(jnp.isfinite(l).all()) for l in jax.tree_util.tree_leaves(grads))
 
 
+def test_readout_inputs_are_standardised_over_the_nodes():
+    X, mask = _small()
+    m = ge.GraphET(ge.GraphETConfig(F=4, P=3, et=ETConfig.tiny()), key=jr.key(0))
+    xs, _ = m.trajectory(jnp.asarray(X), jnp.ones((40, 3)), mask)
+    h = np.asarray(m.readout_inputs(xs, mask), np.float64)
+    assert h.shape == (40, ETConfig.tiny().D + 2)
+    np.testing.assert_allclose(h.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(h.var(0), 1, rtol=1e-3)
+
+
+def test_feature_dropout_is_checked_and_changes_training():
+    X, mask = _small()
+    y = np.zeros(40, np.int32); y[:5] = 1
+    args = (jnp.asarray(X), jnp.zeros((40, 3)), mask, y, np.arange(0, 40, 2), np.arange(1, 40, 2))
+    m0 = ge.FeatureMLP(4, key=jr.key(0))
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="feature_dropout must be in"): ge.train_node_model(m0, *args, feature_dropout=bad)
+    leaves = lambda m: np.concatenate([np.ravel(l) for l in jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_inexact_array))])
+    plain = [leaves(ge.train_node_model(m0, *args, epochs=10, feature_dropout=0.0)) for _ in range(2)]
+    dropped = leaves(ge.train_node_model(m0, *args, epochs=10, feature_dropout=0.5))
+    np.testing.assert_array_equal(plain[0], plain[1])  # without dropout, training is deterministic
+    assert not np.allclose(plain[0], dropped)
+
+
 def test_tiny_experiment_end_to_end():
     rows = ge.run_experiment(kinds=("structural",), ratios=(0.1,), seeds=(0,), n_nodes=120, epochs=3, progress=False)
     assert [r["model"] for r in rows] == list(ge.MODELS)

@@ -33,10 +33,6 @@ _loader = importlib.machinery.SourceFileLoader("build_site", str(ROOT / "tools" 
 bs = importlib.util.module_from_spec(importlib.util.spec_from_loader("build_site", _loader))
 _loader.exec_module(bs)
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and Path(p).exists()), None)
-CHROMEDRIVER = next((p for p in ("/usr/bin/chromedriver", shutil.which("chromedriver")) if p and Path(p).exists()), None)
-MISSING_BROWSER = ("headless Chromium is needed to check the website: install Debian's packages "
-                   "`chromium` and `chromium-driver` (sudo apt-get install chromium chromium-driver)")
 
 # what a reader must never see on a page
 MACHINE_PATH = re.compile(r"(?<![\w.:/-])/(?:work|root|tmp|home)/")
@@ -67,21 +63,11 @@ def site(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.fail(MISSING_BROWSER)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", "--window-size=1400,1000", "--hide-scrollbars", "--mute-audio",
-              "--autoplay-policy=no-user-gesture-required",
-              f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+def browser(tmp_path_factory, start_chromium):
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"), "to check the website",
+                            ["--disable-quic", "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+                             "--hide-scrollbars", "--mute-audio", "--autoplay-policy=no-user-gesture-required"],
+                            logs=("browser", "performance"))
     yield driver
     driver.quit()
 

@@ -3,8 +3,6 @@
 Needs Debian's `chromium` and `chromium-driver`; without them the test fails with a message naming them (it never
 skips)."""
 import json
-import shutil
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -14,30 +12,16 @@ from amtutorial.data_utils import load_fashion_mnist_sample
 from amtutorial.image_et import get_pretrained_et, reference_masks
 from amtutorial.web_demo import browser_model, write_browser_demo
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and Path(p).exists()), None)
-CHROMEDRIVER = next((p for p in ("/usr/bin/chromedriver", shutil.which("chromedriver")) if p and Path(p).exists()), None)
-MISSING_BROWSER = ("headless Chromium is needed to run the JavaScript ET: install Debian's packages "
-                   "`chromium` and `chromium-driver` (sudo apt-get install chromium chromium-driver)")
 N_PICS = 8
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.fail(MISSING_BROWSER)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def page(tmp_path_factory, start_chromium):
     d = tmp_path_factory.mktemp("web-demo")
     write_browser_demo(d, n_images=N_PICS)
     (d / "index.html").write_text('<!doctype html><meta charset="utf-8"><script src="et-demo-model.js"></script>'
                                   '<script src="et-demo.js"></script><p id="ok">loaded</p>')
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-              "--disable-background-networking", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = start_chromium(tmp_path_factory.mktemp("chromium-profile"), "to run the JavaScript ET")
     driver.get((d / "index.html").as_uri())  # from disk: no server, as a reader's saved copy of the site
     yield driver
     driver.quit()
