@@ -101,6 +101,18 @@ def dead_url():
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+ET_FIGS = SHARED / "data" / "et-figs"
+
+
+@pytest.fixture
+def et_figs():
+    "The folder of the ET paper's eleven demo pictures, `../shared/data/et-figs` beside the checkout; a test that needs it fails (never skips) where it is absent."
+    from amtutorial.data_utils import ET_IMG_SHA256
+    missing = [n for n in ET_IMG_SHA256 if not (ET_FIGS / n).is_file()]
+    if missing:
+        pytest.fail(f"the ET paper's demo pictures are needed in {ET_FIGS} (the project's shared data, beside the "
+                    f"checkout; CI has it there): {len(missing)} of {len(ET_IMG_SHA256)} missing, e.g. {missing[0]}")
+    return ET_FIGS
 
 
 # --- headless Chromium, for the tests of the website and of the JavaScript ET -------------------------------------
@@ -129,3 +141,22 @@ def start_chromium():
         opts.set_capability("goog:loggingPrefs", {log: "ALL" for log in logs})
         return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     return start
+
+
+# --- no test may skip: a resource a test needs and cannot find fails the test with a message naming it -------------
+_SKIPPED = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SKIPPED:
+        terminalreporter.write_line(f"{len(_SKIPPED)} tests skipped, and no test may skip here: {_SKIPPED[:5]}", red=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED and exitstatus == 0:
+        session.exitstatus = 1

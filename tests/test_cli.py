@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from amtutorial.cli import main
-from conftest import SHARED
 
 
 def run(*args, env=None):
@@ -44,9 +43,8 @@ def test_fetch_reports_each_target(cache_dir, dead_url, capsys):
     assert "place it at" in err
 
 
-@pytest.mark.skipif(not (SHARED / "data" / "et-figs").is_dir(), reason="../shared/data/et-figs missing")
-def test_fetch_from_loopback(cache_dir, http_server, capsys):
-    shutil.copytree(SHARED / "data" / "et-figs", http_server.root / "et-figs")
+def test_fetch_from_loopback(cache_dir, http_server, capsys, et_figs):
+    shutil.copytree(et_figs, http_server.root / "et-figs")
     assert main(["fetch", "et-imgs", "--et-data-url", f"{http_server.url}/ok", "-q"]) == 0
     assert "✓ et-imgs: 11 images of 224×224" in capsys.readouterr().out
     assert len(list((cache_dir / "et-figs").glob("*.png"))) == 11

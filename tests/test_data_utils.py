@@ -12,7 +12,6 @@ from amtutorial import data_utils as du
 from amtutorial.data_utils import (CacheDirError, CheckpointError, DownloadError, ET_CKPT_KEYS, fetch_file,
                                    get_cache_dir, get_et_checkpoint, get_et_imgs, load_fashion_mnist, parse_idx,
                                    read_et_checkpoint, write_et_checkpoint, atomic_savez)
-from conftest import SHARED
 
 
 def sha(data: bytes) -> str:
@@ -125,18 +124,13 @@ def test_fetch_bad_arguments(cache_dir, url, fname, err, message):
 
 
 # --- the ET paper's images ----------------------------------------------------------------------------------------
-ET_FIGS = SHARED / "data" / "et-figs"
-
-
-@pytest.mark.skipif(not ET_FIGS.is_dir(), reason="../shared/data/et-figs not beside the checkout")
-def test_et_img_pins_match_shared_copy():
+def test_et_img_pins_match_shared_copy(et_figs):
     for name, h in du.ET_IMG_SHA256.items():
-        assert hashlib.sha256((ET_FIGS / name).read_bytes()).hexdigest() == h, name
+        assert hashlib.sha256((et_figs / name).read_bytes()).hexdigest() == h, name
 
 
-@pytest.mark.skipif(not ET_FIGS.is_dir(), reason="../shared/data/et-figs not beside the checkout")
-def test_get_et_imgs_from_loopback(cache_dir, http_server):
-    shutil.copytree(ET_FIGS, http_server.root / "et-figs")
+def test_get_et_imgs_from_loopback(cache_dir, http_server, et_figs):
+    shutil.copytree(et_figs, http_server.root / "et-figs")
     imgs = get_et_imgs(f"{http_server.url}/ok", progress=False)
     assert imgs.shape == (11, 224, 224, 3) and imgs.dtype == np.uint8
     assert len({hashlib.sha256(i.tobytes()).hexdigest() for i in imgs}) == 11

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import ET_FIGS
 
 import amtutorial.image_et as iem
 from amtutorial.data_utils import ET_IMG_NAMES
@@ -21,7 +21,6 @@ from amtutorial.image_et import (HIDDEN_COLOUR, ImageETConfig, load_et, paper_de
                                  retrieval_pixels, retrieval_video, try_paper_demo)
 from amtutorial.viz import VideoFiles, read_video, render_figure, trajectory_frame
 
-ET_FIGS = SHARED / "data" / "et-figs"
 
 
 def non_increasing(E, rtol=1e-5):
@@ -188,10 +187,8 @@ def paper_checkpoint(path, seed=0):
 
 
 @pytest.fixture
-def paper_server(http_server):
+def paper_server(http_server, et_figs):
     "The loopback server holding a synthetic paper checkpoint and the eleven real demo pictures."
-    if not all((ET_FIGS / n).is_file() for n in ET_IMG_NAMES):
-        pytest.skip(f"the paper's pictures are not in {ET_FIGS}")
     (http_server.root / "et-figs").mkdir()
     for n in ET_IMG_NAMES: shutil.copy(ET_FIGS / n, http_server.root / "et-figs" / n)
     paper_checkpoint(http_server.root / "et_ckpt.npz")
