@@ -148,7 +148,11 @@ ET_DEMO_JS = r'''// The Energy Transformer's descent for one image, in plain Jav
     }
     if (energyOnly) return [E, null];
     const u = new Float64Array(N * D);
-    for (let n = 0; n < N; n++) for (let d = 0; d < D; d++) u[n * D + d] = dot(V, n * F, W, d * F, F);
+    for (let n = 0; n < N; n++) for (let f = 0; f < F; f++) {  // u_n = sum_f V[n, f] W[:, f]: rows of W^T, zeros skipped
+      const v = V[n * F + f];
+      if (v === 0) continue;  // most memories are silent (ReLU) for a given token
+      for (let d = 0; d < D; d++) u[n * D + d] += v * WT[f * D + d];
+    }
     return [E, u];
   };
   ETDemo.prototype.decode = function (x, im, mask) {  // visible patches of `im` pasted back
