@@ -6,6 +6,7 @@
 #| code-fold: true
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -29,7 +30,7 @@ __all__ = ['CACHE_ENV', 'AMTUTORIAL_COMMIT', 'ET_DATA_URL', 'ET_IMG_SHA256', 'ET
            'ASSETS', 'FASHION_MNIST_SAMPLE', 'ET_CKPT_KEYS', 'MAX_NPZ_BYTES', 'ET_CKPT_URL', 'check_precision',
            'check_vector', 'CacheDirError', 'get_cache_dir', 'DownloadError', 'fetch_file', 'get_et_imgs', 'parse_idx',
            'load_fashion_mnist', 'make_fashion_mnist_sample', 'load_fashion_mnist_sample', 'CheckpointError',
-           'ETCheckpoint', 'validate_et_arrays', 'atomic_savez', 'read_npz', 'read_et_checkpoint',
+           'ETCheckpoint', 'validate_et_arrays', 'atomic_write', 'atomic_savez', 'read_npz', 'read_et_checkpoint',
            'write_et_checkpoint', 'get_et_checkpoint', 'cache_contents']
 
 # %% ../nbs/lib/00_data_utils.ipynb #0555adb4
@@ -347,6 +348,27 @@ def validate_et_arrays(
     return ETCheckpoint(out, config, dims)
 
 # %% ../nbs/lib/00_data_utils.ipynb #422e91f7
+@contextlib.contextmanager
+def atomic_write(path:str|os.PathLike, # the file to write; its folder is made if missing
+                 mode:str="wb", # "wb" for bytes, "w" for text
+                 perms:int|None=None, # the file's permission bits (default: 0o666 less the umask, as `open` gives)
+                ):
+    "Yield a temporary file beside `path`; when the block ends it is flushed, synced and renamed over `path`, and if the block fails it is removed."
+    if mode not in ("wb", "w"): raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush(); os.fsync(f.fileno())
+        if perms is None: umask = os.umask(0); os.umask(umask); perms = 0o666 & ~umask
+        os.chmod(tmp, perms)  # mkstemp makes the file private; give it the usual (or the asked) permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
 def atomic_savez(
     path:str|os.PathLike, # the `.npz` file to write
     *,
@@ -356,18 +378,7 @@ def atomic_savez(
     "`np.savez` (or `np.savez_compressed`) written atomically: temporary file in the same folder, flushed, then renamed over `path`."
     path = _as_path(path, "path")
     if path.is_dir(): raise ValueError(f"path {str(path)!r} is a directory; expected the name of an .npz file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-            f.flush(); os.fsync(f.fileno())
-        umask = os.umask(0); os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f: (np.savez_compressed if compressed else np.savez)(f, **arrays)
     return path
 
 # %% ../nbs/lib/00_data_utils.ipynb #8ce9e13c

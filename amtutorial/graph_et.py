@@ -214,22 +214,22 @@ def masked_attn_energy(et:EnergyTransformer, # the block whose keys and queries 
                        mask: Bool[Array, "N N"], # mask[B, C]: may query C attend to key B (C's neighbourhood + itself)
                       ) -> Float[Array, ""]: # the neighbourhood-restricted attention energy
     "The attention energy with each query's log-sum-exp taken over its neighbourhood only."
+    return _query_attn_terms(et, g, mask).sum()
+
+def _query_attn_terms(et:EnergyTransformer, g: Float[Array, "N D"], mask: Bool[Array, "N N"]) -> Float[Array, "N"]:
+    "Each query's term of the masked attention energy, summed over heads: -1/beta log sum over its neighbourhood."
     K, Q = et.keys_queries(g)
     beta = et.config.attn_beta
     scores = jnp.where(mask[None], beta * jnp.einsum("hby,hcy->hbc", K, Q), -jnp.inf)
-    return -jax.nn.logsumexp(scores, axis=1).sum() / beta
+    return -jax.nn.logsumexp(scores, axis=1).sum(0) / beta
 
 def node_energies(et:EnergyTransformer, # the block
                   g: Float[Array, "N D"], # activations of all tokens
                   mask: Bool[Array, "N N"], # attention mask
                  ) -> Float[Array, "N 2"]: # each node's attention and Hopfield terms; the columns sum to E
     "Each node's share of the energy: its attention term (as a query) and its Hopfield term."
-    K, Q = et.keys_queries(g)
-    beta = et.config.attn_beta
-    scores = jnp.where(mask[None], beta * jnp.einsum("hby,hcy->hbc", K, Q), -jnp.inf)
-    e_attn = -jax.nn.logsumexp(scores, axis=1).sum(0) / beta
     e_hn = -0.5 * (jax.nn.relu(g @ et.Xi.T) ** 2).sum(1)
-    return jnp.stack([e_attn, e_hn], axis=1)
+    return jnp.stack([_query_attn_terms(et, g, mask), e_hn], axis=1)
 
 def graph_energy_g(et:EnergyTransformer, g: Float[Array, "N D"], mask: Bool[Array, "N N"]) -> Float[Array, ""]:
     "The graph ET energy as a function of the activations: masked attention + Hopfield network."
@@ -257,7 +257,7 @@ def graph_descend(et:EnergyTransformer, # the block
                  ) -> tuple[Float[Array, "T N D"], Float[Array, "T"]]: # states x_0..x_T and energies E_0..E_T
     "Safeguarded descent x <- x - a dE/dg of the masked energy; never raises the energy, and is differentiable."
     e_of_g = lambda g: graph_energy_g(et, g, mask)
-    energy = lambda x: e_of_g(jax.vmap(et.lnorm)(x))
+    energy = lambda x: graph_energy(et, x, mask)
     steps = alpha * 0.5 ** jnp.arange(n_halvings + 1, dtype=x.dtype)
     def step(carry, _):
         x, E = carry
@@ -415,6 +415,9 @@ def weighted_bce(logits: Float[Array, "n"], y: Float[Array, "n"]) -> Float[Array
     l = optax.sigmoid_binary_cross_entropy(logits, y)
     return (jnp.where(y > 0, w_pos, 1.0) * l).sum() / (2 * (1 - y).sum())
 
+def _check_dropout(feature_dropout):
+    if not 0 <= feature_dropout < 1: raise ValueError(f"feature_dropout must be in [0, 1), got {feature_dropout}")
+
 def train_node_model(model, # GraphET, GCN or FeatureMLP: model(X, pe, mask) -> logits (N,)
                      X, pe, mask, y, # graph inputs and 0/1 labels (N,)
                      train_idx, val_idx, # node indices for the loss and for model selection
@@ -424,7 +427,7 @@ def train_node_model(model, # GraphET, GCN or FeatureMLP: model(X, pe, mask) -> 
                      key:PRNGKeyArray|None=None, # draws the dropout masks (default: key 0)
                     ):
     "Train with class-weighted BCE on the training nodes; keep the parameters of the best validation AUC."
-    if not 0 <= feature_dropout < 1: raise ValueError(f"feature_dropout must be in [0, 1), got {feature_dropout}")
+    _check_dropout(feature_dropout)
     epochs = check_positive_int("epochs", epochs)
     key = jr.key(0) if key is None else key
     opt = optax.adamw(lr, weight_decay=1e-4)
@@ -452,6 +455,10 @@ def train_node_model(model, # GraphET, GCN or FeatureMLP: model(X, pe, mask) -> 
 
 # %% ../nbs/tutorial/05_graph_anomaly.ipynb #9bdac658
 MODELS = ("LogReg", "MLP", "GCN", "ET")
+
+def _check_models(models):
+    bad = [m for m in models if m not in MODELS]
+    if bad: raise ValueError(f"models must be among {MODELS}, got {bad}")
 
 def make_model(name:str, F:int, P:int, *, key:PRNGKeyArray, **et_kw):
     "A fresh model by name: 'LogReg', 'MLP' (features only), 'GCN' (2 layers), 'ET' (a `GraphET`)."
@@ -483,12 +490,11 @@ def run_on_graph(graph:AnomalyGraph, # features, adjacency, anomaly kinds (valid
     y = graph.labels
     if not 3 <= y.sum() <= len(y) - 3:
         raise ValueError(f"graph needs at least 3 anomalous and 3 normal nodes to split, has {y.sum()} of {len(y)}")
-    bad = [m for m in models if m not in MODELS]
-    if bad: raise ValueError(f"models must be among {MODELS}, got {bad}")
+    _check_models(models)
     X, pe, mask = graph_inputs(graph)
     split = split_nodes(y, seed)
     rows = []
-    for i, name in enumerate(models):
+    for name in models:
         t0 = time.perf_counter()
         m = make_model(name, X.shape[1], pe.shape[1], key=jr.fold_in(jr.key(seed), MODELS.index(name)))
         m = train_node_model(m, X, pe, mask, y, split["train"], split["val"], epochs=epochs,
@@ -506,9 +512,7 @@ def run_experiment(kinds=("structural", "contextual"), # anomaly kinds, one grap
                    feature_dropout:float=0.5, # input dropout of every model during training (0: none)
                   ) -> list[dict]: # one record per (kind, ratio, seed, model)
     "Train and test every model on every graph; the records hold test AUC, macro-F1 and the training time."
-    if not 0 <= feature_dropout < 1: raise ValueError(f"feature_dropout must be in [0, 1), got {feature_dropout}")
-    bad = [m for m in models if m not in MODELS]
-    if bad: raise ValueError(f"models must be among {MODELS}, got {bad}")
+    _check_dropout(feature_dropout); _check_models(models)  # before any graph is built
     rows = []
     for kind in kinds:
         for ratio in ratios:

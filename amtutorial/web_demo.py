@@ -10,12 +10,11 @@ import base64
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .data_utils import load_fashion_mnist_sample
+from .data_utils import atomic_write, load_fashion_mnist_sample
 from .image_et import ImageEnergyTransformer, get_pretrained_et
 from .viz import _nbs_dir
 
@@ -317,13 +316,7 @@ def _write_ours(path:Path, text:str):
         if not old.startswith(_HEADER):
             raise FileExistsError(f"{str(path)!r} exists and was not written by amtutorial.web_demo; not overwriting it")
         if old == text: return  # every page showing the widget asks for the same files: write them once
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f: f.write(text)
-        os.chmod(tmp, 0o644)  # a page's files: readable by the web server
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    with atomic_write(path, "w", perms=0o644) as f: f.write(text)  # a page's files: readable by the web server
 
 def write_browser_demo(out_dir:str|os.PathLike, # an existing folder
                        model:ImageEnergyTransformer|None=None, # the model (default: the shipped one)
